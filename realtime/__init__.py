@@ -1,0 +1,3 @@
+"""realtime: a streaming real-time activity recognizer."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,200 @@
+"""InferenceWorker: classifies the newest ready window of each stream, batched.
+
+Live streams are scheduled "newest first": whenever the worker is free it takes
+the window ending at the newest frame (if at least ``stride`` has passed since
+the last one), so a slow model skips stale windows instead of building a
+backlog, and a frame's age when classified stays within about one inference
+time. Files paced ``fast`` are scheduled "every": windows end every ``stride``
+seconds of media time, and the ring's WAIT policy holds capture back so none is
+skipped.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+
+from .models.base import ClipClassifier
+from .ring import FrameRing
+from .sampling import WindowSpec, first_due, select_window
+from .types import FrameMeta, LabelScore, Prediction
+
+log = logging.getLogger(__name__)
+
+NEWEST = "newest"
+EVERY = "every"
+
+
+@dataclass
+class StreamSlot:
+    """One stream as the inference worker sees it: its ring and its schedule."""
+
+    name: str
+    ring: FrameRing
+    spec: WindowSpec
+    stride: float
+    schedule: str = NEWEST
+    next_due: Optional[float] = None        # stream time the next window must end at or after
+    last_end_index: int = -1                # newest frame index already classified
+    gaps_seen: int = 0
+    windows: int = 0
+    done: bool = False
+    on_reset: list[Callable[[], None]] = field(default_factory=list)
+
+    def _select(self, metas: Sequence[FrameMeta]) -> Optional[list[int]]:
+        if not metas:
+            return None
+        if self.ring.closed and self.windows == 0:
+            # A stream that ended before a full window: classify what there is.
+            return select_window(metas, self.spec, tolerance=float("inf"))
+        if self.schedule == EVERY:
+            if self.next_due is None:
+                # The first frame that completes a whole window.
+                self.next_due = metas[0].ts + (self.spec.num_frames - 1) * self.spec.interval - 1e-6
+            end = first_due(metas, self.next_due)
+            if end is None:
+                return self._tail(metas)
+            return select_window(metas, self.spec, end=end)
+        newest = metas[-1]
+        if self.next_due is not None and newest.ts < self.next_due:
+            return self._tail(metas)
+        return select_window(metas, self.spec)
+
+    def _tail(self, metas: Sequence[FrameMeta]) -> Optional[list[int]]:
+        """After the end of a file, one last window covers frames not yet classified."""
+        if self.ring.closed and metas[-1].index > self.last_end_index:
+            return select_window(metas, self.spec, tolerance=float("inf"))
+        return None
+
+    def take(self, out: np.ndarray) -> Optional[tuple[FrameMeta, ...]]:
+        """Copy the next due window into ``out``; its frame metadata, or None."""
+        gaps = self.ring.stats().gaps
+        if gaps != self.gaps_seen:
+            self.gaps_seen = gaps
+            self.next_due = None
+            for callback in self.on_reset:
+                callback()
+        got = self.ring.gather(self._select, out=out)
+        if got is None:
+            return None
+        _, metas = got
+        if metas[-1].index <= self.last_end_index and self.windows:
+            return None
+        self.windows += 1
+        self.last_end_index = metas[-1].index
+        if self.schedule == EVERY and self.next_due is not None:
+            self.next_due += self.stride     # anchored: no drift when stride is not a whole frame count
+        else:
+            self.next_due = metas[-1].ts + self.stride
+        # Frames older than the next window's first sample are never needed again.
+        spec = self.spec
+        self.ring.release_older_than(self.next_due - (spec.num_frames - 0.5) * spec.interval)
+        return metas
+
+    def finished(self) -> bool:
+        """The stream ended and its last frames have been classified."""
+        if not self.ring.closed:
+            return False
+        newest = self.ring.newest()
+        return newest is None or newest.index <= self.last_end_index
+
+
+def top_k(probs: np.ndarray, labels: Sequence[str], k: int) -> tuple[LabelScore, ...]:
+    k = min(k, probs.shape[-1])
+    idx = np.argpartition(-probs, k - 1)[:k]
+    idx = idx[np.argsort(-probs[idx], kind="stable")]
+    return tuple(LabelScore(labels[i], float(probs[i])) for i in idx)
+
+
+class InferenceWorker:
+    """One thread running ``classifier`` over the ready windows of all streams."""
+
+    def __init__(self, slots: Sequence[StreamSlot], classifier: ClipClassifier, stop: threading.Event,
+                 wake: threading.Event, on_prediction: Callable[[Prediction, np.ndarray], None], *,
+                 top_k: int = 5, max_batch: int = 8, idle_timeout: float = 0.1) -> None:
+        self.slots = list(slots)
+        self.classifier = classifier
+        self.stop_event = stop
+        self.wake = wake
+        self.on_prediction = on_prediction
+        self.top_k = top_k
+        self.max_batch = max(1, max_batch)
+        self.idle_timeout = idle_timeout
+        self.error: Optional[BaseException] = None
+        self.batches = 0
+        self.windows = 0
+        self._rr = 0
+        self._buffer: Optional[np.ndarray] = None
+        self._thread: Optional[threading.Thread] = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="inference")
+        self._thread.start()
+
+    def join(self, timeout: float) -> bool:
+        if self._thread is not None:
+            self._thread.join(timeout)
+            return not self._thread.is_alive()
+        return True
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def _batch_buffer(self) -> np.ndarray:
+        if self._buffer is None:
+            h, w = self.classifier.input_spec.crop
+            t = self.slots[0].spec.num_frames
+            self._buffer = np.empty((self.max_batch, t, h, w, 3), np.uint8)
+        return self._buffer
+
+    def _run(self) -> None:
+        try:
+            while not self.stop_event.is_set():
+                self.wake.clear()
+                if not self.step():
+                    if all(slot.finished() for slot in self.slots):
+                        log.info("all streams ended; inference done")
+                        return
+                    self.wake.wait(self.idle_timeout)
+        except BaseException as exc:
+            self.error = exc
+            log.error("inference failed: %s", exc)
+            self.stop_event.set()
+
+    def step(self) -> bool:
+        """Classify one batch of ready windows. False when nothing was ready."""
+        buffer = self._batch_buffer()
+        taken: list[tuple[StreamSlot, tuple[FrameMeta, ...]]] = []
+        n = len(self.slots)
+        for i in range(n):
+            if len(taken) == self.max_batch:
+                break
+            slot = self.slots[(self._rr + i) % n]
+            metas = slot.take(buffer[len(taken)])
+            if metas is not None:
+                taken.append((slot, metas))
+        if not taken:
+            return False
+        self._rr = (self._rr + 1) % n   # rotate so no stream always waits when batches are full
+        t0 = time.monotonic()
+        probs = self.classifier.predict(buffer[: len(taken)])
+        done = time.monotonic()
+        infer_ms = (done - t0) * 1000.0
+        self.batches += 1
+        labels = self.classifier.labels
+        for row, (slot, metas) in zip(probs, taken):
+            newest, oldest = metas[-1], metas[0]
+            pred = Prediction(
+                stream=slot.name, window_start=oldest.wall, window_end=newest.wall,
+                media_start=oldest.source_ts, media_end=newest.source_ts,
+                top_k=top_k(row, labels, self.top_k), latency_ms=(done - newest.captured_at) * 1000.0,
+                inference_ms=infer_ms, frame_indices=(oldest.index, newest.index))
+            self.windows += 1
+            self.on_prediction(pred, row)
+        return True

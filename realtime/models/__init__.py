@@ -1,0 +1,27 @@
+"""Model backends behind one ClipClassifier protocol, chosen by name.
+
+``i3d-kinetics400`` is the embedded offline model; any other name is a
+transformers checkpoint: a local directory or a Hugging Face hub id.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from .base import ClipClassifier
+
+I3D_NAME = "i3d-kinetics400"
+BUILTIN_MODELS = {I3D_NAME: "Kinetics-400 I3D (Inception-v1, RGB), DeepMind weights; offline"}
+
+
+def create_classifier(name: str, *, device: str = "auto", dtype: str = "auto",
+                      cache_dir: Optional[str] = None) -> ClipClassifier:
+    """Build (not load) the classifier named ``name``."""
+    if name == I3D_NAME:
+        from .i3d import I3DClassifier
+        return I3DClassifier(device=device, dtype=dtype, cache_dir=cache_dir)
+    from .hf import HFVideoClassifier
+    return HFVideoClassifier(name, device=device, dtype=dtype)
+
+
+__all__ = ["BUILTIN_MODELS", "ClipClassifier", "I3D_NAME", "create_classifier"]

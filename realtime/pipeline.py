@@ -1,0 +1,220 @@
+"""Builds the graph from config and owns start/stop order and errors.
+
+source -> capture -> ring -> sampler -> classifier -> fan-out -> sinks
+
+Start order: sinks, model (loaded before capture so no frames pile up while it
+loads), inference, capture. Stop order: capture, inference, sinks (each sink
+drains its queue, so nothing accepted is lost). One stop Event for every thread;
+a worker that fails records its exception and sets it, and ``run`` re-raises the
+first error in the caller's thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+from urllib.parse import urlsplit
+
+import numpy as np
+
+from .capture import PACE_FAST, Backoff, CaptureWorker
+from .config import Config
+from .errors import RealtimeError
+from .events import EventFactory
+from .inference import EVERY, NEWEST, InferenceWorker, StreamSlot
+from .models import ClipClassifier, create_classifier
+from .preprocess import prepare_frame
+from .ring import DROP_OLDEST, WAIT, FrameRing
+from .sampling import WindowSpec
+from .sinks import Sink, SinkRunner, build_sink
+from .sources import FrameSource, SourceInfo, open_source
+from .types import Prediction, StreamStatus
+
+log = logging.getLogger(__name__)
+
+STOP_TIMEOUT = 2.0      # seconds the whole shutdown may take
+
+
+def default_stream_name(info: SourceInfo) -> str:
+    if info.kind == "camera":
+        return f"camera{info.uri.removeprefix('/dev/video')}"
+    if info.kind == "network":
+        host = urlsplit(info.uri).hostname or "stream"
+        return host
+    return Path(info.uri).stem or "file"
+
+
+@dataclass
+class StreamRuntime:
+    name: str
+    source: FrameSource
+    ring: FrameRing
+    capture: CaptureWorker
+    slot: StreamSlot
+
+
+class Pipeline:
+    """A running recognizer. Components may be injected (tests, embedding programs)."""
+
+    def __init__(self, config: Config, *, classifier: Optional[ClipClassifier] = None,
+                 source: Optional[FrameSource] = None, sinks: Optional[Sequence[Sink]] = None,
+                 on_event: Optional[Callable[[dict[str, Any]], None]] = None) -> None:
+        self.config = config
+        self.stop_event = threading.Event()
+        self.wake = threading.Event()
+        self.events = EventFactory()
+        self.on_event = on_event
+        self._classifier = classifier
+        self._source = source
+        self._sinks = list(sinks) if sinks is not None else None
+        self.classifier: Optional[ClipClassifier] = None
+        self.streams: list[StreamRuntime] = []
+        self.runners: list[SinkRunner] = []
+        self.inference: Optional[InferenceWorker] = None
+        self.started_at: Optional[float] = None
+        self._stopped = False
+
+    # ------------------------------------------------------------------ build
+    def _build_classifier(self) -> ClipClassifier:
+        if self._classifier is not None:
+            classifier = self._classifier
+        else:
+            m = self.config.model
+            classifier = create_classifier(m.name, device=m.device, dtype=m.dtype)
+        log.info("loading model %s", getattr(classifier, "name", "?"))
+        t0 = time.monotonic()
+        classifier.load()
+        log.info("model ready in %.1f s on %s: %d labels, %d frames per %.2f s window",
+                 time.monotonic() - t0, classifier.device, len(classifier.labels),
+                 classifier.num_frames, classifier.window_seconds)
+        return classifier
+
+    def _window_spec(self, classifier: ClipClassifier) -> WindowSpec:
+        m = self.config.model
+        return WindowSpec(m.num_frames or classifier.num_frames,
+                          m.window_seconds or classifier.window_seconds)
+
+    def _build_stream(self, classifier: ClipClassifier, spec: WindowSpec) -> StreamRuntime:
+        sc = self.config.source
+        source = self._source or open_source(sc.uri, open_timeout=sc.open_timeout,
+                                             read_timeout=sc.read_timeout,
+                                             rtsp_transport=sc.rtsp_transport)
+        name = sc.name or default_stream_name(source.info)
+        fast_file = not source.info.live and sc.pace == PACE_FAST
+        stride = self.config.window.stride_seconds
+        span = spec.window_seconds + stride
+        ring = FrameRing(int(span * 30 * 1.25) + 8, policy=WAIT if fast_file else DROP_OLDEST)
+        ring.on_push = self.wake.set
+        slot = StreamSlot(name, ring, spec, stride, schedule=EVERY if fast_file else NEWEST)
+        rc = sc.reconnect
+        capture = CaptureWorker(
+            name, source, ring, classifier.input_spec, prepare_frame, self.stop_event,
+            self._on_status, pace=sc.pace, loop=sc.loop,
+            backoff=Backoff(rc.initial_delay, max(rc.max_delay, rc.initial_delay)),
+            max_attempts=rc.max_attempts, gap_seconds=sc.gap_seconds, span_seconds=span)
+        return StreamRuntime(name, source, ring, capture, slot)
+
+    # ------------------------------------------------------------------ events
+    def _publish(self, event: dict[str, Any]) -> None:
+        for runner in self.runners:
+            runner.offer(event)
+        if self.on_event is not None:
+            self.on_event(event)
+
+    def _on_status(self, status: StreamStatus) -> None:
+        self._publish(self.events.status(status))
+        self.wake.set()
+
+    def _on_prediction(self, pred: Prediction, probs: np.ndarray) -> None:
+        self._publish(self.events.prediction(pred))
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        """Open sinks, load the model, then start inference and capture."""
+        sinks = self._sinks if self._sinks is not None else [build_sink(c) for c in self.config.sinks]
+        try:
+            for sink in sinks:
+                runner = SinkRunner(sink, self.config.sink_queue.size)
+                runner.start()
+                self.runners.append(runner)
+            self.classifier = self._build_classifier()
+            spec = self._window_spec(self.classifier)
+            self.streams = [self._build_stream(self.classifier, spec)]
+            self.inference = InferenceWorker(
+                [s.slot for s in self.streams], self.classifier, self.stop_event, self.wake,
+                self._on_prediction, top_k=self.config.inference.top_k,
+                max_batch=self.config.inference.max_batch)
+            self.inference.start()
+            for stream in self.streams:
+                stream.capture.start()
+        except BaseException:
+            self.stop()
+            raise
+        self.started_at = time.monotonic()
+
+    def finished(self) -> bool:
+        """True once every stream ended and its last window was classified, or on stop."""
+        return self.stop_event.is_set() or (self.inference is not None and not self.inference.alive)
+
+    def wait(self, timeout: Optional[float] = None) -> bool:
+        """Wait until finished (or ``timeout``); True if finished."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.finished():
+            remaining = 0.25 if deadline is None else min(0.25, deadline - time.monotonic())
+            if remaining <= 0:
+                return False
+            self.stop_event.wait(remaining)
+        return True
+
+    def stop(self) -> None:
+        """Stop every thread in order (capture, inference, sinks) within about 2 s."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self.stop_event.set()
+        self.wake.set()
+        deadline = time.monotonic() + STOP_TIMEOUT
+        for stream in self.streams:
+            if not stream.capture.join(max(0.05, min(0.5, deadline - time.monotonic()))):
+                log.warning("capture %s is stuck in the source; abandoning it", stream.name)
+        if self.inference is not None and not self.inference.join(
+                max(0.1, deadline - time.monotonic() - 0.5)):
+            log.warning("inference did not stop in time")
+        for runner in self.runners:
+            runner.close(max(0.2, deadline - time.monotonic()))
+        if self.classifier is not None:
+            close = getattr(self.classifier, "close", None)
+            if callable(close):
+                close()
+
+    def error(self) -> Optional[BaseException]:
+        for stream in self.streams:
+            if stream.capture.error is not None:
+                return stream.capture.error
+        if self.inference is not None and self.inference.error is not None:
+            return self.inference.error
+        return None
+
+    def run(self, duration: Optional[float] = None) -> None:
+        """Start, run until the sources end, ``duration`` passes or stop is set; then stop."""
+        self.start()
+        try:
+            self.wait(duration)
+        finally:
+            self.stop()
+        err = self.error()
+        if err is not None:
+            if isinstance(err, RealtimeError):
+                raise err
+            raise RealtimeError(f"pipeline failed: {type(err).__name__}: {err}") from err
+
+    def stats(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"streams": {}, "sinks": {r.name: r.stats() for r in self.runners}}
+        for s in self.streams:
+            out["streams"][s.name] = {"capture": asdict(s.capture.stats),
+                                      "ring": asdict(s.ring.stats()), "windows": s.slot.windows}
+        return out

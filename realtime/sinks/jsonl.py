@@ -1,0 +1,42 @@
+"""JSON Lines sink: one JSON object per event, to a file (appended) or stdout."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, Optional, TextIO
+
+from ..errors import SinkError
+
+
+class JsonlSink:
+    def __init__(self, path: str = "-") -> None:
+        self.path = path
+        self.name = f"jsonl:{path}"
+        self._out: Optional[TextIO] = None
+        self._owns = False
+
+    def open(self) -> None:
+        if self.path == "-":
+            self._out = sys.stdout
+            return
+        target = Path(self.path)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            self._out = target.open("a", encoding="utf-8")
+        except OSError as exc:
+            raise SinkError(f"cannot write JSON lines to {self.path}: {exc.strerror}") from None
+        self._owns = True
+
+    def write(self, event: dict[str, Any]) -> None:
+        assert self._out is not None, "open() first"
+        self._out.write(json.dumps(event, ensure_ascii=False, separators=(",", ":")) + "\n")
+        self._out.flush()
+
+    def close(self) -> None:
+        if self._out is not None:
+            self._out.flush()
+            if self._owns:
+                self._out.close()
+            self._out = None

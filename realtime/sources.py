@@ -1,0 +1,203 @@
+"""Frame sources: webcams, network streams (RTSP/RTSPS/HTTP(S)) and video files.
+
+Every source follows the ``FrameSource`` protocol. ``read()`` returns one BGR
+frame with the source's own timestamp, ``None`` at the end of a file, and raises
+``SourceError`` when a live stream fails or stalls past its read timeout (the
+capture worker then reconnects). Nothing here retries or sleeps: that policy
+lives in capture.py.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Protocol
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import cv2
+import numpy as np
+
+from .errors import SourceError
+
+log = logging.getLogger(__name__)
+
+NETWORK_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp", "srt")
+_SECRET_QUERY_KEYS = re.compile(r"pass|pwd|token|secret|key|auth|sig|cred", re.IGNORECASE)
+_URL_IN_TEXT = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>]+")
+
+
+def redact_url(url: str) -> str:
+    """Hide credentials in a URL: user info and secret-looking query values."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable url>"
+    if not parts.scheme:
+        return url
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = "***@" + netloc.rsplit("@", 1)[1]
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        query = urlencode([(k, "***" if _SECRET_QUERY_KEYS.search(k) else v) for k, v in pairs],
+                          safe="*")
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def redact_text(text: str) -> str:
+    """Redact every URL found inside a free-form message."""
+    return _URL_IN_TEXT.sub(lambda m: redact_url(m.group(0)), text)
+
+
+@dataclass(frozen=True, slots=True)
+class SourceInfo:
+    kind: str                 # camera | network | file
+    uri: str                  # as given (may hold credentials: never log it)
+    name: str                 # redacted, safe for logs and events
+
+    @property
+    def live(self) -> bool:
+        return self.kind != "file"
+
+
+def classify_source(uri: str | int) -> SourceInfo:
+    """Decide what kind of source ``uri`` names: a camera index, a URL or a file."""
+    text = str(uri).strip()
+    if not text:
+        raise SourceError("source is empty: give a camera index (0), a stream URL or a video file")
+    if re.fullmatch(r"\d+", text):
+        return SourceInfo("camera", text, f"camera:{text}")
+    if text.startswith("/dev/video"):
+        return SourceInfo("camera", text, text)
+    scheme = text.split("://", 1)[0].lower() if "://" in text else ""
+    if scheme in NETWORK_SCHEMES:
+        return SourceInfo("network", text, redact_url(text))
+    if scheme == "file":
+        text = urlsplit(text).path
+    elif scheme:
+        raise SourceError(f"unsupported source URL scheme {scheme!r} in {redact_url(text)}: "
+                          f"use one of {', '.join(NETWORK_SCHEMES)}, a camera index or a file path")
+    return SourceInfo("file", text, text)
+
+
+class FrameSource(Protocol):
+    """What the capture worker needs from a source."""
+
+    info: SourceInfo
+
+    def open(self) -> None:
+        """Connect or open; raise SourceError naming the source on failure."""
+
+    def read(self) -> Optional[tuple[np.ndarray, Optional[float]]]:
+        """Next (BGR frame, source timestamp in seconds or None); None at end of file."""
+
+    @property
+    def fps(self) -> Optional[float]:
+        """Nominal frame rate if the source reports a plausible one."""
+
+    def close(self) -> None: ...
+
+
+class OpenCVSource:
+    """A camera, network stream or file read through ``cv2.VideoCapture``."""
+
+    def __init__(self, info: SourceInfo, *, open_timeout: float = 5.0, read_timeout: float = 5.0,
+                 rtsp_transport: str = "tcp") -> None:
+        self.info = info
+        self.open_timeout = open_timeout
+        self.read_timeout = read_timeout
+        self.rtsp_transport = rtsp_transport
+        self._cap: Optional[cv2.VideoCapture] = None
+        self._fps: Optional[float] = None
+        self._frames_read = 0
+        self._last_pos: float = -1.0
+
+    @property
+    def fps(self) -> Optional[float]:
+        return self._fps
+
+    def open(self) -> None:
+        self.close()
+        info = self.info
+        if info.kind == "file":
+            path = Path(info.uri)
+            if not path.exists():
+                raise SourceError(f"video file not found: {info.uri}")
+            if not path.is_file():
+                raise SourceError(f"not a video file: {info.uri}")
+            cap = cv2.VideoCapture(str(path))
+            if not cap.isOpened():
+                raise SourceError(f"cannot open video file {info.uri}: not a video, or a codec "
+                                  f"OpenCV cannot decode")
+        elif info.kind == "camera":
+            index: int | str = int(info.uri) if info.uri.isdigit() else info.uri
+            cap = cv2.VideoCapture(index)
+            if not cap.isOpened():
+                raise SourceError(f"cannot open {info.name}: no such camera, or it is in use")
+            cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)
+        else:
+            if info.uri.lower().startswith(("rtsp://", "rtsps://")):
+                self._set_ffmpeg_option("rtsp_transport", self.rtsp_transport)
+            params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(self.open_timeout * 1000),
+                      cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(self.read_timeout * 1000)]
+            cap = cv2.VideoCapture(info.uri, cv2.CAP_FFMPEG, params)
+            if not cap.isOpened():
+                raise SourceError(f"cannot connect to {info.name} (within {self.open_timeout:g} s)")
+        fps = cap.get(cv2.CAP_PROP_FPS)
+        self._fps = float(fps) if 1.0 <= fps <= 240.0 else None
+        self._cap = cap
+        self._frames_read = 0
+        self._last_pos = -1.0
+
+    @staticmethod
+    def _set_ffmpeg_option(key: str, value: str) -> None:
+        # OpenCV's FFmpeg backend only takes demuxer options from this variable.
+        current = os.environ.get("OPENCV_FFMPEG_CAPTURE_OPTIONS", "")
+        options = dict(item.split(";", 1) for item in current.split("|") if ";" in item)
+        if options.get(key) != value:
+            options[key] = value
+            os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] = "|".join(f"{k};{v}" for k, v in options.items())
+
+    def read(self) -> Optional[tuple[np.ndarray, Optional[float]]]:
+        cap = self._cap
+        if cap is None:
+            raise SourceError(f"{self.info.name} is not open")
+        ok, frame = cap.read()
+        if not ok or frame is None:
+            if self.info.kind == "file":
+                if self._frames_read == 0:
+                    raise SourceError(f"no frame could be decoded from {self.info.uri}")
+                return None
+            raise SourceError(f"no frame from {self.info.name} within {self.read_timeout:g} s "
+                              f"(stream lost or stalled)")
+        self._frames_read += 1
+        return frame, self._timestamp(cap)
+
+    def _timestamp(self, cap: cv2.VideoCapture) -> Optional[float]:
+        """The decoder's presentation time of this frame, if it is sane (files only)."""
+        if self.info.kind != "file":
+            return None
+        pos = cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
+        if pos > self._last_pos or (self._frames_read == 1 and pos >= 0):
+            self._last_pos = pos
+            return pos
+        # Some containers report no timestamps: fall back to the nominal rate.
+        fps = self._fps or 30.0
+        self._last_pos = max(self._last_pos + 1e-6, (self._frames_read - 1) / fps)
+        return self._last_pos
+
+    def close(self) -> None:
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = None
+
+
+def open_source(uri: str | int, *, open_timeout: float = 5.0, read_timeout: float = 5.0,
+                rtsp_transport: str = "tcp") -> OpenCVSource:
+    """Build (without opening) the source named by ``uri``."""
+    return OpenCVSource(classify_source(uri), open_timeout=open_timeout,
+                        read_timeout=read_timeout, rtsp_transport=rtsp_transport)
