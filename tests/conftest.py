@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import threading
 import time
 from pathlib import Path
@@ -47,7 +48,8 @@ class ScriptedClassifier:
 
     def __init__(self, labels: Sequence[str] = ("a", "b", "c"), num_frames: int = 8,
                  window_seconds: float = 0.5, delay: float = 0.0,
-                 script: Optional[Callable[[np.ndarray], np.ndarray]] = None, crop: int = 32) -> None:
+                 script: Optional[Callable[[np.ndarray], np.ndarray]] = None, crop: int = 32,
+                 keep_calls: Optional[int] = None) -> None:
         self.name = "scripted"
         self.labels = list(labels)
         self.num_frames = num_frames
@@ -56,7 +58,8 @@ class ScriptedClassifier:
         self.device = "cpu"
         self.delay = delay
         self.script = script
-        self.calls: list[np.ndarray] = []
+        self.calls: collections.deque[np.ndarray] = collections.deque(maxlen=keep_calls)
+        self.count = 0
         self.loaded = False
         self.lock = threading.Lock()
 
@@ -66,6 +69,7 @@ class ScriptedClassifier:
     def predict(self, clips: np.ndarray) -> np.ndarray:
         with self.lock:
             self.calls.append(clips.copy())
+            self.count += 1
         if self.delay:
             time.sleep(self.delay)  # stands for compute time
         if self.script is not None:
