@@ -1,0 +1,137 @@
+import io
+import json
+import threading
+
+import pytest
+
+from realtime.config import load_config
+from realtime.errors import ConfigError, SinkError
+from realtime.sinks import DropOldestQueue, SinkRunner, build_sink, parse_sink_spec
+from realtime.sinks.console import ConsoleSink
+from realtime.sinks.jsonl import JsonlSink
+
+
+def pred(label, seq=0, stream="s"):
+    return {"type": "prediction", "stream": stream, "seq": seq, "label": label, "score": 0.5,
+            "latency_ms": 12.0}
+
+
+class ListSink:
+    def __init__(self):
+        self.name = "list"
+        self.events = []
+        self.closed = False
+        self.got = threading.Event()
+
+    def open(self):
+        pass
+
+    def write(self, e):
+        self.events.append(e)
+        self.got.set()
+
+    def close(self):
+        self.closed = True
+
+
+class FailingSink(ListSink):
+    def write(self, e):
+        raise OSError("disk full")
+
+
+class HangingSink(ListSink):
+    def __init__(self):
+        super().__init__()
+        self.release = threading.Event()
+
+    def write(self, e):
+        self.release.wait(10)
+
+
+def test_queue_drops_oldest_and_counts():
+    q = DropOldestQueue(3)
+    for i in range(5):
+        q.put(i)
+    assert q.dropped == 2 and len(q) == 3
+    assert [q.get(0.1)[1] for _ in range(3)] == [2, 3, 4]
+    assert q.get(0.01) == (False, None)
+    q.close()
+    q.put(9)                       # ignored once closed
+    assert q.closed_and_empty
+
+
+def test_failing_and_hanging_sinks_do_not_stall_the_others():
+    good, bad, stuck = ListSink(), FailingSink(), HangingSink()
+    runners = [SinkRunner(s, queue_size=4) for s in (bad, stuck, good)]
+    for r in runners:
+        r.start()
+    for i in range(50):
+        for r in runners:
+            r.offer(pred("x", i))  # never blocks, whatever the sinks do
+    runners[2].close(2.0)
+    seqs = [e["seq"] for e in good.events]
+    assert seqs == sorted(seqs) and seqs[-1] == 49          # in order, newest delivered
+    assert len(seqs) + runners[2].dropped == 50
+    assert runners[0].errors >= 1 and "disk full" in runners[0].last_error
+    assert runners[1].dropped >= 40
+    stuck.release.set()
+    assert runners[1].close(2.0)
+    runners[0].close(2.0)
+
+
+def test_close_delivers_everything_queued():
+    sink = ListSink()
+    r = SinkRunner(sink, queue_size=1000)
+    r.start()
+    for i in range(500):
+        r.offer(pred("x", i))
+    assert r.close(5.0)
+    assert len(sink.events) == 500 and sink.closed
+
+
+def test_console_prints_changes_only_by_default():
+    out = io.StringIO()
+    sink = ConsoleSink(stream=out)
+    sink.open()
+    for label in ["run", "run", "jump", "jump", "run"]:
+        sink.write(pred(label))
+    sink.write({"type": "status", "stream": "s", "state": "lost", "source": "rtsp://***@h/x",
+                "detail": "timeout"})
+    lines = out.getvalue().splitlines()
+    assert [l.split()[1] for l in lines[:3]] == ["run", "jump", "run"]
+    assert "lost rtsp://***@h/x: timeout" in lines[3]
+
+
+def test_jsonl_appends_one_object_per_line(tmp_path):
+    path = tmp_path / "sub" / "events.jsonl"
+    for _ in range(2):
+        sink = JsonlSink(str(path))
+        sink.open()
+        sink.write(pred("ünïcode"))
+        sink.close()
+    lines = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines()]
+    assert [l["label"] for l in lines] == ["ünïcode", "ünïcode"]
+
+
+def test_jsonl_unwritable_path_is_a_clear_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(SinkError, match=str(blocker)):
+        JsonlSink(str(blocker / "x.jsonl")).open()
+
+
+def test_sink_specs():
+    assert parse_sink_spec("console") == {"type": "console"}
+    assert parse_sink_spec("jsonl:out/e.jsonl") == {"type": "jsonl", "path": "out/e.jsonl"}
+    assert parse_sink_spec("jsonl") == {"type": "jsonl"}
+    with pytest.raises(ConfigError, match="unknown sink 'fax'.*console"):
+        parse_sink_spec("fax:1")
+    with pytest.raises(ConfigError, match="takes no argument"):
+        parse_sink_spec("console:x")
+
+
+def test_build_sinks_from_config():
+    cfg = load_config(None, ["sinks=[{type: jsonl, path: '-'}, {type: console, every: prediction}]"])
+    sinks = [build_sink(c) for c in cfg.sinks]
+    assert isinstance(sinks[0], JsonlSink) and sinks[0].path == "-"
+    assert isinstance(sinks[1], ConsoleSink) and sinks[1].every == "prediction"
