@@ -102,12 +102,103 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_classify(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("classify", help="one label for a whole video file",
+                       description="Classify every window of a video file and average them.")
+    _add_common(p)
+    p.add_argument("file", help="video file")
+    p.add_argument("--model", "-m", metavar="MODEL", help="as for `realtime run`")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--top-k", type=int, default=5, metavar="K", help="labels to show (default 5)")
+    p.add_argument("--stride", type=float, metavar="SECONDS",
+                   help="time between windows (default: window.stride_seconds)")
+    p.add_argument("--json", action="store_true", help="print one JSON document")
+    p.add_argument("--timeline", action="store_true", help="also list each window's label and times")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_classify)
+
+
+def cmd_classify(args: argparse.Namespace) -> int:
+    import json
+
+    from .classify import classify_file
+
+    if args.top_k < 1:
+        raise ConfigError(f"--top-k must be >= 1, got {args.top_k}")
+    if args.stride is not None and args.stride <= 0:
+        raise ConfigError(f"--stride must be > 0, got {args.stride}")
+    overrides = list(args.overrides)
+    if args.model is not None:
+        overrides.append(f"model.name={_quote(args.model)}")
+    if args.device is not None:
+        overrides.append(f"model.device={args.device}")
+    config = load_config(args.config, overrides)
+    _setup_logging(args.log_level or "warning")
+    result = classify_file(args.file, config, stride=args.stride, progress=not args.no_progress)
+    if args.json:
+        print(json.dumps(result.to_json(args.top_k, args.timeline), ensure_ascii=False))
+        return 0
+    print(f"{args.file}: {result.top_k(1)[0]['label']}  ({len(result.windows)} windows, {result.model})")
+    for i, item in enumerate(result.top_k(args.top_k), 1):
+        print(f"  {i}. {item['label']:<40} {item['score']:.3f}")
+    if args.timeline:
+        print("timeline:")
+        for w in result.windows:
+            print(f"  {w.media_start:8.2f}-{w.media_end:8.2f} s  {w.label} ({w.score:.2f})")
+    return 0
+
+
+def _add_models(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("models", help="list built-in models, or fetch their weights ahead of time")
+    msub = p.add_subparsers(dest="models_command", metavar="ACTION")
+    msub.required = True
+    lp = msub.add_parser("list", help="built-in models and suggested transformers checkpoints")
+    lp.set_defaults(func=cmd_models_list)
+    pp = msub.add_parser("pull", help="download and convert a built-in model's weights now")
+    pp.add_argument("name", help="i3d-kinetics400")
+    pp.add_argument("--force", action="store_true", help="fetch again even if cached")
+    pp.set_defaults(func=cmd_models_pull)
+
+
+SUGGESTED_HF = {
+    "MCG-NJU/videomae-base-finetuned-kinetics": "VideoMAE-base, Kinetics-400: the recommended choice",
+    "MCG-NJU/videomae-small-finetuned-kinetics": "VideoMAE-small, Kinetics-400: faster, for CPUs",
+    "MCG-NJU/videomae-large-finetuned-kinetics": "VideoMAE-large, Kinetics-400: most accurate, needs a GPU",
+    "facebook/timesformer-base-finetuned-k400": "TimeSformer-base, Kinetics-400, 8 frames",
+}
+
+
+def cmd_models_list(args: argparse.Namespace) -> int:
+    from .models import BUILTIN_MODELS
+    print("built in (offline):")
+    for name, about in BUILTIN_MODELS.items():
+        print(f"  {name:<44} {about}")
+    print("transformers checkpoints (hub id, or a local directory with the same files):")
+    for name, about in SUGGESTED_HF.items():
+        print(f"  {name:<44} {about}")
+    return 0
+
+
+def cmd_models_pull(args: argparse.Namespace) -> int:
+    from .models import BUILTIN_MODELS, I3D_NAME
+    if args.name != I3D_NAME:
+        raise ConfigError(f"unknown built-in model {args.name!r} (built in: {', '.join(BUILTIN_MODELS)}); "
+                          f"transformers models are fetched on first use")
+    _setup_logging("info")
+    from .models.i3d_weights import pull
+    path = pull(force=args.force)
+    print(f"{I3D_NAME}: {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="realtime", description="Streaming real-time activity recognizer.")
     parser.add_argument("--version", action="version", version=f"realtime {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     _add_run(sub)
+    _add_classify(sub)
+    _add_models(sub)
     return parser
 
 

@@ -62,12 +62,14 @@ class Pipeline:
 
     def __init__(self, config: Config, *, classifier: Optional[ClipClassifier] = None,
                  source: Optional[FrameSource] = None, sinks: Optional[Sequence[Sink]] = None,
-                 on_event: Optional[Callable[[dict[str, Any]], None]] = None) -> None:
+                 on_event: Optional[Callable[[dict[str, Any]], None]] = None,
+                 on_prediction: Optional[Callable[[Prediction, np.ndarray], None]] = None) -> None:
         self.config = config
         self.stop_event = threading.Event()
         self.wake = threading.Event()
         self.events = EventFactory()
         self.on_event = on_event
+        self.on_prediction = on_prediction   # gets every prediction with its full probabilities
         self._classifier = classifier
         self._source = source
         self._sinks = list(sinks) if sinks is not None else None
@@ -130,6 +132,8 @@ class Pipeline:
         self.wake.set()
 
     def _on_prediction(self, pred: Prediction, probs: np.ndarray) -> None:
+        if self.on_prediction is not None:
+            self.on_prediction(pred, probs)
         self._publish(self.events.prediction(pred))
 
     # ------------------------------------------------------------------ lifecycle

@@ -115,6 +115,7 @@ class OpenCVSource:
         self._fps: Optional[float] = None
         self._frames_read = 0
         self._last_pos: float = -1.0
+        self.frame_count: Optional[int] = None   # files: the container's frame count, if known
 
     @property
     def fps(self) -> Optional[float]:
@@ -149,6 +150,8 @@ class OpenCVSource:
                 raise SourceError(f"cannot connect to {info.name} (within {self.open_timeout:g} s)")
         fps = cap.get(cv2.CAP_PROP_FPS)
         self._fps = float(fps) if 1.0 <= fps <= 240.0 else None
+        count = cap.get(cv2.CAP_PROP_FRAME_COUNT) if info.kind == "file" else 0
+        self.frame_count = int(count) if count and count > 0 else None
         self._cap = cap
         self._frames_read = 0
         self._last_pos = -1.0
