@@ -87,7 +87,8 @@ class CaptureWorker:
                  prepare: Callable[[np.ndarray, InputSpec], np.ndarray], stop: threading.Event,
                  on_status: Callable[[StreamStatus], None], *, pace: str = PACE_REALTIME,
                  loop: bool = False, backoff: Optional[Backoff] = None, max_attempts: int = 0,
-                 gap_seconds: float = 1.0, span_seconds: float = 3.0) -> None:
+                 gap_seconds: float = 1.0, span_seconds: float = 3.0,
+                 on_frame: Optional[Callable[[str, np.ndarray, FrameMeta], None]] = None) -> None:
         self.stream = stream
         self.source = source
         self.ring = ring
@@ -101,6 +102,7 @@ class CaptureWorker:
         self.max_attempts = max_attempts
         self.gap_seconds = gap_seconds
         self.span_seconds = span_seconds   # the ring must hold this much time of frames
+        self.on_frame = on_frame           # raw BGR frames for sinks that draw on video
         self.stats = CaptureStats()
         self.error: Optional[BaseException] = None
         self._thread: Optional[threading.Thread] = None
@@ -267,3 +269,5 @@ class CaptureWorker:
         stored = self.ring.push(image, meta, should_stop=self.stop_event.is_set)
         if stored:
             self.stats.delivered += 1
+            if self.on_frame is not None:
+                self.on_frame(self.stream, bgr, meta)

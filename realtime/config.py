@@ -67,7 +67,39 @@ class JsonlSinkConfig(_Strict):
     path: str = Field("-", description="file to append to, or - for stdout")
 
 
-SinkConfig = Union[ConsoleSinkConfig, JsonlSinkConfig]
+class ZmqCurveConfig(_Strict):
+    server_secret_file: str = Field(..., description="the server's key pair (zmq.auth certificate file)")
+    clients_dir: str = Field(..., description="directory of allowed clients' public certificate files")
+
+
+class ZmqSinkConfig(_Strict):
+    type: Literal["zmq"] = "zmq"
+    endpoint: str = Field("tcp://127.0.0.1:5556", description="where the PUB socket binds")
+    sndhwm: int = Field(1000, ge=1, description="messages queued per subscriber before dropping")
+    curve: Optional[ZmqCurveConfig] = None
+
+
+class OverlaySinkConfig(_Strict):
+    type: Literal["overlay"] = "overlay"
+    path: Optional[str] = Field(None, description="write the annotated video to this file")
+    show: Optional[bool] = Field(None, description="show a window; null = when a display exists")
+    title: str = "realtime"
+    codec: str = Field("mp4v", min_length=4, max_length=4, description="FourCC of the written video")
+
+
+class SpeechSinkConfig(_Strict):
+    type: Literal["speech"] = "speech"
+    min_score: float = Field(0.5, ge=0, le=1, description="announce only changes at least this confident")
+    cooldown_seconds: float = Field(3.0, ge=0, description="quiet time after each announcement")
+    template: str = Field("{label}", description="phrase; fields: {label} {previous} {score} {stream}")
+    voice: Optional[str] = Field(None, description="pyttsx3 voice id or name")
+    rate: Optional[int] = Field(None, ge=50, le=500, description="words per minute")
+    volume: Optional[float] = Field(None, ge=0, le=1)
+    speak: bool = Field(True, description="say it aloud (needs a sound device)")
+    save_dir: Optional[str] = Field(None, description="also save each announcement as a WAV file here")
+
+
+SinkConfig = Union[ConsoleSinkConfig, JsonlSinkConfig, ZmqSinkConfig, OverlaySinkConfig, SpeechSinkConfig]
 
 
 class SinkQueueConfig(_Strict):

@@ -32,7 +32,7 @@ from .ring import DROP_OLDEST, WAIT, FrameRing
 from .sampling import WindowSpec
 from .sinks import Sink, SinkRunner, build_sink
 from .sources import FrameSource, SourceInfo, open_source
-from .types import Prediction, StreamStatus
+from .types import FrameMeta, Prediction, StreamStatus
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +79,8 @@ class Pipeline:
         self.inference: Optional[InferenceWorker] = None
         self.started_at: Optional[float] = None
         self._stopped = False
+        self._frame_sinks: list[SinkRunner] = []     # sinks with wants_frames
+        self._ui_sinks: list[SinkRunner] = []        # sinks with a main_thread_step (windows)
 
     # ------------------------------------------------------------------ build
     def _build_classifier(self) -> ClipClassifier:
@@ -117,7 +119,8 @@ class Pipeline:
             name, source, ring, classifier.input_spec, prepare_frame, self.stop_event,
             self._on_status, pace=sc.pace, loop=sc.loop,
             backoff=Backoff(rc.initial_delay, max(rc.max_delay, rc.initial_delay)),
-            max_attempts=rc.max_attempts, gap_seconds=sc.gap_seconds, span_seconds=span)
+            max_attempts=rc.max_attempts, gap_seconds=sc.gap_seconds, span_seconds=span,
+            on_frame=self._on_frame if self._frame_sinks else None)
         return StreamRuntime(name, source, ring, capture, slot)
 
     # ------------------------------------------------------------------ events
@@ -126,6 +129,14 @@ class Pipeline:
             runner.offer(event)
         if self.on_event is not None:
             self.on_event(event)
+
+    def _on_frame(self, stream: str, image: np.ndarray, meta: FrameMeta) -> None:
+        """Raw frames for sinks that draw on the video; each sink's ``frame()`` must not block."""
+        for runner in self._frame_sinks:
+            try:
+                runner.sink.frame(stream, image, meta)  # type: ignore[attr-defined]
+            except Exception as exc:
+                runner.record_error(exc)
 
     def _on_status(self, status: StreamStatus) -> None:
         self._publish(self.events.status(status))
@@ -145,6 +156,10 @@ class Pipeline:
                 runner = SinkRunner(sink, self.config.sink_queue.size)
                 runner.start()
                 self.runners.append(runner)
+                if getattr(sink, "wants_frames", False):
+                    self._frame_sinks.append(runner)
+                if callable(getattr(sink, "main_thread_step", None)):
+                    self._ui_sinks.append(runner)
             self.classifier = self._build_classifier()
             spec = self._window_spec(self.classifier)
             self.streams = [self._build_stream(self.classifier, spec)]
@@ -165,14 +180,33 @@ class Pipeline:
         return self.stop_event.is_set() or (self.inference is not None and not self.inference.alive)
 
     def wait(self, timeout: Optional[float] = None) -> bool:
-        """Wait until finished (or ``timeout``); True if finished."""
+        """Wait until finished (or ``timeout``); True if finished.
+
+        Call it from the main thread: sinks that own a GUI window are pumped here
+        (OpenCV windows must live in the main thread), and one whose user asked
+        to quit (q or Esc) stops the run.
+        """
         deadline = None if timeout is None else time.monotonic() + timeout
+        step = 0.03 if self._ui_sinks else 0.25
         while not self.finished():
-            remaining = 0.25 if deadline is None else min(0.25, deadline - time.monotonic())
+            remaining = step if deadline is None else min(step, deadline - time.monotonic())
             if remaining <= 0:
                 return False
+            if self._ui_sinks and threading.current_thread() is threading.main_thread():
+                self._ui_step()
             self.stop_event.wait(remaining)
         return True
+
+    def _ui_step(self) -> None:
+        for runner in self._ui_sinks:
+            try:
+                keep_going = runner.sink.main_thread_step()  # type: ignore[attr-defined]
+            except Exception as exc:
+                runner.record_error(exc)
+                continue
+            if keep_going is False:
+                log.info("%s: quit requested", runner.name)
+                self.stop_event.set()
 
     def stop(self) -> None:
         """Stop every thread in order (capture, inference, sinks) within about 2 s."""

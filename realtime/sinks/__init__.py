@@ -13,7 +13,16 @@ from .jsonl import JsonlSink
 _REGISTRY: dict[str, tuple[Callable[[Any], Sink], str | None]] = {
     "console": (lambda c: ConsoleSink(every=c.every), None),
     "jsonl": (lambda c: JsonlSink(c.path), "path"),
+    "zmq": (lambda c: _lazy("zmq", "ZmqSink").from_config(c), "endpoint"),
+    "overlay": (lambda c: _lazy("overlay", "OverlaySink").from_config(c), "path"),
+    "speech": (lambda c: _lazy("speech", "SpeechSink").from_config(c), None),
 }
+
+
+def _lazy(module: str, name: str) -> Any:
+    """Import a sink module only when it is used (pyzmq, GUI and TTS load slowly)."""
+    import importlib
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
 
 
 def sink_names() -> list[str]:

@@ -16,6 +16,15 @@ log = logging.getLogger(__name__)
 
 
 class Sink(Protocol):
+    """An output. ``write`` runs on the sink's own thread and may block briefly.
+
+    Optional extras a sink may have:
+    - ``wants_frames = True`` and ``frame(stream, bgr, meta)``: raw frames from
+      the capture thread (must not block: keep the newest, queue boundedly);
+    - ``main_thread_step() -> bool``: called from the main thread about every
+      30 ms (GUI windows); returning False asks the pipeline to stop.
+    """
+
     name: str
 
     def open(self) -> None: ...
@@ -108,10 +117,15 @@ class SinkRunner:
                 self.sink.write(event)
                 self.written += 1
             except Exception as exc:  # counted and reported, never fatal
-                self.errors += 1
-                self.last_error = f"{type(exc).__name__}: {exc}"
-                if self.errors == 1:
-                    log.exception("sink %s failed (further errors are counted)", self.name)
+                self.record_error(exc)
+
+    def record_error(self, exc: BaseException) -> None:
+        """Count a sink failure; the first one is logged with its traceback."""
+        self.errors += 1
+        self.last_error = f"{type(exc).__name__}: {exc}"
+        if self.errors == 1:
+            log.error("sink %s failed (further errors are counted): %s", self.name, self.last_error,
+                      exc_info=exc)
 
     def close(self, timeout: float = 2.0) -> bool:
         """Deliver what is queued, then close the sink. False if it did not finish in time."""
