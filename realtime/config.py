@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any, Iterable, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import ConfigError
 
@@ -55,6 +55,30 @@ class WindowConfig(_Strict):
 class InferenceConfig(_Strict):
     top_k: int = Field(5, ge=1, le=100)
     max_batch: int = Field(8, ge=1, le=1024)
+
+
+class SmoothingConfig(_Strict):
+    enabled: bool = Field(True, description="false: every window's top label is reported as is")
+    method: Literal["ema", "mean", "none"] = "ema"
+    alpha: float = Field(0.5, gt=0, le=1, description="ema: weight of the newest window")
+    window: int = Field(4, ge=1, le=100, description="mean: number of windows averaged")
+    enter: float = Field(0.4, ge=0, le=1, description="smoothed score a new label needs")
+    exit: float = Field(0.25, ge=0, le=1, description="below this the current label is dropped")
+    min_dwell_seconds: float = Field(1.0, ge=0, description="a new label must hold this long first")
+    uncertain_label: str = Field("no activity", min_length=1)
+    allow: list[str] = Field(default_factory=list, description="report only these model labels")
+    deny: list[str] = Field(default_factory=list, description="never report these model labels")
+    rename: dict[str, str] = Field(default_factory=dict, description="model label -> friendly name")
+
+    @model_validator(mode="after")
+    def _exit_below_enter(self) -> "SmoothingConfig":
+        if self.exit > self.enter:
+            raise ValueError(f"exit ({self.exit}) must not be above enter ({self.enter})")
+        return self
+
+
+class EventsConfig(_Strict):
+    heartbeat_seconds: float = Field(5.0, ge=0, description="heartbeat event period; 0 = none")
 
 
 class ConsoleSinkConfig(_Strict):
@@ -116,6 +140,8 @@ class Config(_Strict):
     model: ModelConfig = ModelConfig()
     window: WindowConfig = WindowConfig()
     inference: InferenceConfig = InferenceConfig()
+    smoothing: SmoothingConfig = SmoothingConfig()
+    events: EventsConfig = EventsConfig()
     sinks: list[Annotated[SinkConfig, Field(discriminator="type")]] = Field(default_factory=lambda: [ConsoleSinkConfig()])
     sink_queue: SinkQueueConfig = SinkQueueConfig()
     run: RunConfig = RunConfig()

@@ -11,6 +11,7 @@ import time
 from collections import defaultdict
 from typing import Any
 
+from .smoothing import Change, Smoothed
 from .types import Prediction, StreamStatus
 
 SCHEMA_VERSION = 1
@@ -32,6 +33,29 @@ def prediction_fields(pred: Prediction) -> dict[str, Any]:
         "top_k": [{"label": s.label, "score": _round(s.score)} for s in pred.top_k],
         "latency_ms": round(pred.latency_ms, 2),
         "inference_ms": round(pred.inference_ms, 2),
+    }
+
+
+def _pairs(items: tuple[tuple[str, float], ...]) -> list[dict[str, Any]]:
+    return [{"label": label, "score": _round(score)} for label, score in items]
+
+
+def smoothed_fields(pred: Prediction, sm: Smoothed) -> dict[str, Any]:
+    """A prediction event: ``label``/``score``/``top_k`` smoothed, ``raw_top_k`` as the model said."""
+    fields = prediction_fields(pred)
+    fields.update({"label": sm.label, "score": _round(sm.score), "uncertain": sm.uncertain,
+                   "top_k": _pairs(sm.top_k), "raw_top_k": _pairs(sm.raw_top_k)})
+    return fields
+
+
+def change_fields(pred: Prediction, sm: Smoothed, change: Change) -> dict[str, Any]:
+    return {
+        "label": change.label, "score": _round(change.score), "uncertain": change.uncertain,
+        "previous": change.previous,
+        "previous_duration": None if change.previous_duration is None else round(change.previous_duration, 3),
+        "window_start": _round(pred.window_start), "window_end": _round(pred.window_end),
+        "media_end": None if pred.media_end is None else _round(pred.media_end, 4),
+        "top_k": _pairs(sm.top_k), "latency_ms": round(pred.latency_ms, 2),
     }
 
 

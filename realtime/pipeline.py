@@ -24,12 +24,14 @@ import numpy as np
 from .capture import PACE_FAST, Backoff, CaptureWorker
 from .config import Config
 from .errors import RealtimeError
-from .events import EventFactory
+from .events import EventFactory, change_fields, smoothed_fields
+from .health import HealthMonitor
 from .inference import EVERY, NEWEST, InferenceWorker, StreamSlot
 from .models import ClipClassifier, create_classifier
 from .preprocess import prepare_frame
 from .ring import DROP_OLDEST, WAIT, FrameRing
 from .sampling import WindowSpec
+from .smoothing import LabelSmoother, SmoothingParams
 from .sinks import Sink, SinkRunner, build_sink
 from .sources import FrameSource, SourceInfo, open_source
 from .types import FrameMeta, Prediction, StreamStatus
@@ -79,6 +81,9 @@ class Pipeline:
         self.inference: Optional[InferenceWorker] = None
         self.started_at: Optional[float] = None
         self._stopped = False
+        self.smoothers: dict[str, LabelSmoother] = {}
+        self.health = HealthMonitor(config.events.heartbeat_seconds)
+        self._sink_errors: dict[str, int] = {}
         self._frame_sinks: list[SinkRunner] = []     # sinks with wants_frames
         self._ui_sinks: list[SinkRunner] = []        # sinks with a main_thread_step (windows)
 
@@ -102,6 +107,13 @@ class Pipeline:
         return WindowSpec(m.num_frames or classifier.num_frames,
                           m.window_seconds or classifier.window_seconds)
 
+    def _smoothing_params(self) -> SmoothingParams:
+        c = self.config.smoothing
+        return SmoothingParams(enabled=c.enabled, method=c.method, alpha=c.alpha, window=c.window,
+                               enter=c.enter, exit=c.exit, min_dwell_seconds=c.min_dwell_seconds,
+                               uncertain_label=c.uncertain_label, allow=tuple(c.allow),
+                               deny=tuple(c.deny), rename=dict(c.rename))
+
     def _build_stream(self, classifier: ClipClassifier, spec: WindowSpec) -> StreamRuntime:
         sc = self.config.source
         source = self._source or open_source(sc.uri, open_timeout=sc.open_timeout,
@@ -114,6 +126,10 @@ class Pipeline:
         ring = FrameRing(int(span * 30 * 1.25) + 8, policy=WAIT if fast_file else DROP_OLDEST)
         ring.on_push = self.wake.set
         slot = StreamSlot(name, ring, spec, stride, schedule=EVERY if fast_file else NEWEST)
+        smoother = LabelSmoother(classifier.labels, self._smoothing_params(),
+                                 top_k=self.config.inference.top_k)
+        self.smoothers[name] = smoother
+        slot.on_reset.append(smoother.reset)      # a gap or reconnect starts smoothing afresh
         rc = sc.reconnect
         capture = CaptureWorker(
             name, source, ring, classifier.input_spec, prepare_frame, self.stop_event,
@@ -145,7 +161,34 @@ class Pipeline:
     def _on_prediction(self, pred: Prediction, probs: np.ndarray) -> None:
         if self.on_prediction is not None:
             self.on_prediction(pred, probs)
-        self._publish(self.events.prediction(pred))
+        t = pred.media_end if pred.media_end is not None else pred.window_end
+        smoothed = self.smoothers[pred.stream].update(probs, t)
+        self.health.record(pred.stream, pred.latency_ms)
+        self._publish(self.events.make("prediction", pred.stream, smoothed_fields(pred, smoothed)))
+        if smoothed.change is not None:
+            self._publish(self.events.make("change", pred.stream,
+                                           change_fields(pred, smoothed, smoothed.change)))
+
+    def _heartbeat(self) -> None:
+        """Rates, latency, drops and sink health, every ``events.heartbeat_seconds``."""
+        now = time.monotonic()
+        sinks = {r.name: r.stats() for r in self.runners}
+        for stream in self.streams:
+            fields = self.health.beat(stream.name, stream.capture.stats.frames, now)
+            ring = stream.ring.stats()
+            fields["dropped"] = {"late": stream.capture.stats.dropped_late,
+                                 "ring_overwritten": ring.overwritten,
+                                 "sink_events": sum(s["dropped"] for s in sinks.values())}
+            fields["sinks"] = sinks
+            self._publish(self.events.make("heartbeat", stream.name, fields))
+        self.health.mark_beat(now)
+        for runner in self.runners:
+            if runner.errors > self._sink_errors.get(runner.name, 0):
+                self._sink_errors[runner.name] = runner.errors
+                for stream in self.streams:
+                    self._on_status(StreamStatus(stream.name, "sink_error", runner.name,
+                                                 runner.last_error or "", wall=time.time(),
+                                                 counters={"errors": runner.errors}))
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -194,6 +237,8 @@ class Pipeline:
                 return False
             if self._ui_sinks and threading.current_thread() is threading.main_thread():
                 self._ui_step()
+            if self.health.due():
+                self._heartbeat()
             self.stop_event.wait(remaining)
         return True
 

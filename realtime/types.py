@@ -94,7 +94,7 @@ class StreamStatus:
     """A change in a stream's connection state."""
 
     stream: str
-    state: str                      # connected | lost | reconnecting | recovered | ended | error
+    state: str                      # one of STATUS_STATES
     source: str                     # redacted description of the source
     detail: str = ""
     attempt: int = 0
@@ -103,4 +103,5 @@ class StreamStatus:
     counters: dict = field(default_factory=dict)
 
 
-STATUS_STATES: Sequence[str] = ("connected", "lost", "reconnecting", "recovered", "ended", "error")
+STATUS_STATES: Sequence[str] = ("connected", "lost", "reconnecting", "recovered", "ended", "error",
+                                "sink_error")

@@ -50,6 +50,9 @@ def test_fast_file_classifies_every_stride_in_order(make_video):
     # due at 0.467, 0.717, ..., 1.967 s: the 7th window ends on the last frame, so no extra tail
     assert len(preds) == len(clf.calls) == 7
     assert {p["label"] for p in preds} == {"a"}
+    assert all(p["raw_top_k"][0]["label"] == "a" for p in preds)
+    changes = got.of("change")
+    assert len(changes) == 1 and changes[0]["label"] == "a" and changes[0]["previous"] is None
     states = [e["state"] for e in got.of("status")]
     assert states[0] == "connected" and states[-1] == "ended"
     assert [e["seq"] for e in got.events] == list(range(len(got.events)))

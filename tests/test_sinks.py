@@ -89,17 +89,30 @@ def test_close_delivers_everything_queued():
     assert len(sink.events) == 500 and sink.closed
 
 
-def test_console_prints_changes_only_by_default():
+def test_console_prints_changes_and_status_by_default():
     out = io.StringIO()
     sink = ConsoleSink(stream=out)
     sink.open()
-    for label in ["run", "run", "jump", "jump", "run"]:
-        sink.write(pred(label))
+    for label in ["run", "jump"]:
+        sink.write(pred(label))                          # predictions: not printed by default
+        sink.write({"type": "change", "stream": "s", "label": label, "score": 0.8,
+                    "previous": "walk", "previous_duration": 2.5})
+    sink.write({"type": "heartbeat", "stream": "s", "fps": 30.0})
     sink.write({"type": "status", "stream": "s", "state": "lost", "source": "rtsp://***@h/x",
                 "detail": "timeout"})
     lines = out.getvalue().splitlines()
-    assert [l.split()[1] for l in lines[:3]] == ["run", "jump", "run"]
-    assert "lost rtsp://***@h/x: timeout" in lines[3]
+    assert len(lines) == 3
+    assert lines[0] == "[s] -> run (0.80)  (after walk, 2.5 s)"
+    assert "lost rtsp://***@h/x: timeout" in lines[2]
+
+
+def test_console_every_prediction():
+    out = io.StringIO()
+    sink = ConsoleSink(every="prediction", stream=out)
+    sink.open()
+    for label in ["run", "run", "jump"]:
+        sink.write(pred(label))
+    assert [l.split()[1] for l in out.getvalue().splitlines()] == ["run", "run", "jump"]
 
 
 def test_jsonl_appends_one_object_per_line(tmp_path):

@@ -16,31 +16,36 @@ def format_event(event: dict[str, Any]) -> Optional[str]:
         detail = f": {event['detail']}" if event.get("detail") else ""
         return f"[{stream}] {event['state']} {event['source']}{detail}"
     if kind == "change":
-        return f"[{stream}] -> {event['label']} ({event['score']:.2f})"
+        prev = event.get("previous")
+        lasted = event.get("previous_duration")
+        after = f"  (after {prev}, {lasted:.1f} s)" if prev is not None and lasted is not None else ""
+        return f"[{stream}] -> {event['label']} ({event['score']:.2f}){after}"
+    if kind == "heartbeat":
+        return (f"[{stream}] heartbeat: {event.get('fps', 0):.1f} fps, "
+                f"{event.get('predictions_per_second', 0):.2f} windows/s, "
+                f"latency p50 {event.get('latency_ms_p50') or 0:.0f} ms")
     return None
 
 
 class ConsoleSink:
-    """Prints predictions when the top label changes (``every="change"``) or always."""
+    """Prints label changes and connection changes (``every="change"``), or every prediction."""
+
+    _STATES = ("connected", "lost", "reconnecting", "recovered", "ended", "error", "sink_error")
 
     def __init__(self, every: str = "change", stream: Optional[TextIO] = None) -> None:
         self.name = "console"
         self.every = every
         self._out = stream
-        self._last: dict[str, str] = {}
 
     def open(self) -> None:
         if self._out is None:
             self._out = sys.stdout
 
     def write(self, event: dict[str, Any]) -> None:
-        if event.get("type") == "prediction" and self.every == "change":
-            if self._last.get(event["stream"]) == event["label"]:
-                return
-            self._last[event["stream"]] = event["label"]
-        if event.get("type") == "status" and event.get("state") in ("lost", "reconnecting",
-                                                                    "recovered", "ended"):
-            self._last.pop(event["stream"], None)
+        kind = event.get("type")
+        wanted = {"status", "prediction" if self.every == "prediction" else "change"}
+        if kind not in wanted or (kind == "status" and event.get("state") not in self._STATES):
+            return
         line = format_event(event)
         if line is not None and self._out is not None:
             print(line, file=self._out, flush=True)
