@@ -84,3 +84,13 @@ def test_parse_override_errors():
     with pytest.raises(ConfigError, match="empty part"):
         parse_override("window..x=1")
     assert parse_override("a.b=[1, 2]") == (["a", "b"], [1, 2])
+
+
+def test_preset_label_lists_name_real_kinetics_classes():
+    from realtime.models.i3d import kinetics400_labels
+    from realtime.smoothing import LabelSmoother, SmoothingParams
+    labels = kinetics400_labels()
+    for preset in CONFIG_DIR.glob("*.yaml"):
+        s = load_config(preset).smoothing
+        # builds without error only if every allow/deny/rename label is a Kinetics-400 class
+        LabelSmoother(labels, SmoothingParams(allow=tuple(s.allow), deny=tuple(s.deny), rename=s.rename))
