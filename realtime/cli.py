@@ -34,8 +34,9 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
 
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
     _add_common(p)
-    p.add_argument("--source", "-s", metavar="SRC",
-                   help="camera index (0), rtsp://, http(s):// URL, or a video file")
+    p.add_argument("--source", "-s", metavar="SRC", action="append", default=[],
+                   help="camera index (0), rtsp://, http(s):// URL, or a video file; "
+                        "repeat for several streams")
     p.add_argument("--model", "-m", metavar="MODEL",
                    help="i3d-kinetics400 (offline), a local transformers directory, or a hub id")
     p.add_argument("--sink", dest="sinks", action="append", default=[], metavar="SPEC",
@@ -47,8 +48,8 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
 
 def resolve_run_config(args: argparse.Namespace) -> Config:
     overrides = list(args.overrides)
-    if args.source is not None:
-        overrides.append(f"source.uri={_quote(args.source)}")
+    if len(args.source) == 1:
+        overrides.append(f"source.uri={_quote(args.source[0])}")
     if args.model is not None:
         overrides.append(f"model.name={_quote(args.model)}")
     if args.device is not None:
@@ -60,11 +61,14 @@ def resolve_run_config(args: argparse.Namespace) -> Config:
     if args.log_level is not None:
         overrides.append(f"run.log_level={args.log_level}")
     config = load_config(args.config, overrides)
-    if args.sinks:
+    if args.sinks or len(args.source) > 1:
         from .config import build_config
         data = config.model_dump(mode="json")
-        data["sinks"] = [parse_sink_spec(s) for s in args.sinks]
-        config = build_config(data, "--sink")
+        if args.sinks:
+            data["sinks"] = [parse_sink_spec(s) for s in args.sinks]
+        if len(args.source) > 1:   # each stream: the config's source settings with its own uri
+            data["streams"] = [{**data["source"], "uri": uri, "name": None} for uri in args.source]
+        config = build_config(data, "command line")
     return config
 
 

@@ -137,6 +137,8 @@ class RunConfig(_Strict):
 
 class Config(_Strict):
     source: SourceConfig = SourceConfig()
+    streams: list[SourceConfig] = Field(default_factory=list,
+                                        description="several sources in one process; replaces `source`")
     model: ModelConfig = ModelConfig()
     window: WindowConfig = WindowConfig()
     inference: InferenceConfig = InferenceConfig()
@@ -145,6 +147,10 @@ class Config(_Strict):
     sinks: list[Annotated[SinkConfig, Field(discriminator="type")]] = Field(default_factory=lambda: [ConsoleSinkConfig()])
     sink_queue: SinkQueueConfig = SinkQueueConfig()
     run: RunConfig = RunConfig()
+
+    def stream_configs(self) -> list[SourceConfig]:
+        """The sources to run: ``streams`` when given, else the single ``source``."""
+        return list(self.streams) or [self.source]
 
 
 # --------------------------------------------------------------------------- loading

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from .capture import PACE_FAST, Backoff, CaptureWorker
-from .config import Config
+from .config import Config, SourceConfig
 from .errors import RealtimeError
 from .events import EventFactory, change_fields, smoothed_fields
 from .health import HealthMonitor
@@ -63,7 +63,8 @@ class Pipeline:
     """A running recognizer. Components may be injected (tests, embedding programs)."""
 
     def __init__(self, config: Config, *, classifier: Optional[ClipClassifier] = None,
-                 source: Optional[FrameSource] = None, sinks: Optional[Sequence[Sink]] = None,
+                 source: Optional[FrameSource] = None, sources: Optional[Sequence[FrameSource]] = None,
+                 sinks: Optional[Sequence[Sink]] = None,
                  on_event: Optional[Callable[[dict[str, Any]], None]] = None,
                  on_prediction: Optional[Callable[[Prediction, np.ndarray], None]] = None) -> None:
         self.config = config
@@ -73,7 +74,8 @@ class Pipeline:
         self.on_event = on_event
         self.on_prediction = on_prediction   # gets every prediction with its full probabilities
         self._classifier = classifier
-        self._source = source
+        # Injected sources replace those of the config, in order (tests, embedding programs).
+        self._sources = list(sources) if sources is not None else ([source] if source else [])
         self._sinks = list(sinks) if sinks is not None else None
         self.classifier: Optional[ClipClassifier] = None
         self.streams: list[StreamRuntime] = []
@@ -114,12 +116,26 @@ class Pipeline:
                                uncertain_label=c.uncertain_label, allow=tuple(c.allow),
                                deny=tuple(c.deny), rename=dict(c.rename))
 
-    def _build_stream(self, classifier: ClipClassifier, spec: WindowSpec) -> StreamRuntime:
-        sc = self.config.source
-        source = self._source or open_source(sc.uri, open_timeout=sc.open_timeout,
-                                             read_timeout=sc.read_timeout,
-                                             rtsp_transport=sc.rtsp_transport)
-        name = sc.name or default_stream_name(source.info)
+    def _build_streams(self, classifier: ClipClassifier, spec: WindowSpec) -> list[StreamRuntime]:
+        configs = self.config.stream_configs()
+        if self._sources:
+            configs = (configs * len(self._sources))[: len(self._sources)]
+        streams: list[StreamRuntime] = []
+        used: set[str] = set()
+        for i, sc in enumerate(configs):
+            source = self._sources[i] if self._sources else open_source(
+                sc.uri, open_timeout=sc.open_timeout, read_timeout=sc.read_timeout,
+                rtsp_transport=sc.rtsp_transport)
+            name = sc.name or default_stream_name(source.info)
+            base, n = name, 2
+            while name in used:           # two cameras on one host: host, host-2, ...
+                name, n = f"{base}-{n}", n + 1
+            used.add(name)
+            streams.append(self._build_stream(classifier, spec, sc, source, name))
+        return streams
+
+    def _build_stream(self, classifier: ClipClassifier, spec: WindowSpec, sc: SourceConfig,
+                      source: FrameSource, name: str) -> StreamRuntime:
         fast_file = not source.info.live and sc.pace == PACE_FAST
         stride = self.config.window.stride_seconds
         span = spec.window_seconds + stride
@@ -205,7 +221,7 @@ class Pipeline:
                     self._ui_sinks.append(runner)
             self.classifier = self._build_classifier()
             spec = self._window_spec(self.classifier)
-            self.streams = [self._build_stream(self.classifier, spec)]
+            self.streams = self._build_streams(self.classifier, spec)
             self.inference = InferenceWorker(
                 [s.slot for s in self.streams], self.classifier, self.stop_event, self.wake,
                 self._on_prediction, top_k=self.config.inference.top_k,

@@ -207,3 +207,32 @@ def test_short_file_still_gets_one_prediction(make_video):
     Pipeline(config(f"source.uri={path}", "source.pace=fast"), classifier=clf, on_event=got).run()
     assert len(got.of("prediction")) == 1
     assert clf.calls[0].shape[1] == 8
+
+
+def test_several_streams_share_one_batched_worker(make_video):
+    paths = [make_video(f"cam{i}.mp4", frames=60, fps=30.0) for i in range(3)]
+    clf = ScriptedClassifier(num_frames=8, window_seconds=0.5, delay=0.02)
+    got = Collect()
+    cfg = config("source.pace=fast", "inference.max_batch=4",
+                 "streams=[" + ", ".join(f"{{uri: '{p}', pace: fast}}" for p in paths) + "]")
+    p = Pipeline(cfg, classifier=clf, on_event=got)
+    p.run()
+    by_stream = {}
+    for e in got.of("prediction"):
+        by_stream.setdefault(e["stream"], []).append(e["media_end"])
+    assert sorted(by_stream) == ["cam0", "cam1", "cam2"]
+    expected = pytest.approx([14 / 30, 29 / 30, 44 / 30, 59 / 30], abs=1e-3)  # every 0.5 s
+    assert all(v == expected for v in by_stream.values()), by_stream  # none skipped, none starved
+    assert max(len(c) for c in clf.calls) > 1                       # windows were batched
+    for stream in by_stream:                                         # each stream's seq is its own
+        seqs = [e["seq"] for e in got.events if e["stream"] == stream]
+        assert seqs == list(range(len(seqs)))
+
+
+def test_duplicate_stream_names_get_suffixes():
+    cams = [FakeCamera(), FakeCamera()]
+    p = Pipeline(config("source.reconnect.initial_delay=0.05"), classifier=ScriptedClassifier(),
+                 sources=cams)
+    p.start()
+    p.stop()
+    assert [s.name for s in p.streams] == ["camerafake", "camerafake-2"]
