@@ -24,7 +24,7 @@ class _Strict(BaseModel):
 
 class ReconnectConfig(_Strict):
     initial_delay: float = Field(0.25, gt=0, description="first retry delay, seconds")
-    max_delay: float = Field(2.0, gt=0, description="cap of the exponential backoff, seconds")
+    max_delay: float = Field(1.0, gt=0, description="cap of the exponential backoff, seconds")
     max_attempts: int = Field(0, ge=0, description="give up after this many failed attempts; 0 = never")
 
 
@@ -36,6 +36,8 @@ class SourceConfig(_Strict):
     open_timeout: float = Field(5.0, gt=0, description="seconds to connect to a network stream")
     read_timeout: float = Field(5.0, gt=0, description="seconds without a frame before a stream is lost")
     rtsp_transport: Literal["tcp", "udp"] = "tcp"
+    decoder_threads: int = Field(1, ge=0, le=64, description="network streams: FFmpeg decoder threads "
+                                 "(1 = lowest latency; 0 = OpenCV's default)")
     gap_seconds: float = Field(1.0, gt=0, description="a live pause longer than this resets the window")
     reconnect: ReconnectConfig = ReconnectConfig()
 

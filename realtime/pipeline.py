@@ -125,7 +125,7 @@ class Pipeline:
         for i, sc in enumerate(configs):
             source = self._sources[i] if self._sources else open_source(
                 sc.uri, open_timeout=sc.open_timeout, read_timeout=sc.read_timeout,
-                rtsp_transport=sc.rtsp_transport)
+                rtsp_transport=sc.rtsp_transport, decoder_threads=sc.decoder_threads)
             name = sc.name or default_stream_name(source.info)
             base, n = name, 2
             while name in used:           # two cameras on one host: host, host-2, ...

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Protocol
@@ -106,11 +107,14 @@ class OpenCVSource:
     """A camera, network stream or file read through ``cv2.VideoCapture``."""
 
     def __init__(self, info: SourceInfo, *, open_timeout: float = 5.0, read_timeout: float = 5.0,
-                 rtsp_transport: str = "tcp") -> None:
+                 rtsp_transport: str = "tcp", decoder_threads: int = 1) -> None:
         self.info = info
         self.open_timeout = open_timeout
         self.read_timeout = read_timeout
         self.rtsp_transport = rtsp_transport
+        # FFmpeg's frame-threaded decoding holds frames back: more latency, and after
+        # a stall it hands out stale frames one slow read at a time. 0 = OpenCV's default.
+        self.decoder_threads = decoder_threads
         self._cap: Optional[cv2.VideoCapture] = None
         self._fps: Optional[float] = None
         self._frames_read = 0
@@ -145,6 +149,8 @@ class OpenCVSource:
                 self._set_ffmpeg_option("rtsp_transport", self.rtsp_transport)
             params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(self.open_timeout * 1000),
                       cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(self.read_timeout * 1000)]
+            if self.decoder_threads > 0:
+                params += [cv2.CAP_PROP_N_THREADS, self.decoder_threads]
             cap = cv2.VideoCapture(info.uri, cv2.CAP_FFMPEG, params)
             if not cap.isOpened():
                 raise SourceError(f"cannot connect to {info.name} (within {self.open_timeout:g} s)")
@@ -169,7 +175,13 @@ class OpenCVSource:
         cap = self._cap
         if cap is None:
             raise SourceError(f"{self.info.name} is not open")
+        started = time.monotonic()
         ok, frame = cap.read()
+        if self.info.kind == "network" and time.monotonic() - started >= 0.95 * self.read_timeout:
+            # FFmpeg's read timeout fired, but it may still hand out a frame it held
+            # back; the connection is dead either way (it does not recover by itself).
+            raise SourceError(f"no frame from {self.info.name} within {self.read_timeout:g} s "
+                              f"(stream stalled)")
         if not ok or frame is None:
             if self.info.kind == "file":
                 if self._frames_read == 0:
@@ -200,7 +212,7 @@ class OpenCVSource:
 
 
 def open_source(uri: str | int, *, open_timeout: float = 5.0, read_timeout: float = 5.0,
-                rtsp_transport: str = "tcp") -> OpenCVSource:
+                rtsp_transport: str = "tcp", decoder_threads: int = 1) -> OpenCVSource:
     """Build (without opening) the source named by ``uri``."""
-    return OpenCVSource(classify_source(uri), open_timeout=open_timeout,
-                        read_timeout=read_timeout, rtsp_transport=rtsp_transport)
+    return OpenCVSource(classify_source(uri), open_timeout=open_timeout, read_timeout=read_timeout,
+                        rtsp_transport=rtsp_transport, decoder_threads=decoder_threads)
