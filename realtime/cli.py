@@ -11,6 +11,7 @@ from typing import Callable, Optional, Sequence
 from . import __version__
 from .config import Config, dump_config, load_config
 from .errors import ConfigError, RealtimeError
+from .listen import add_parser as _add_listen
 from .sinks import parse_sink_spec
 from .sources import redact_text
 
@@ -40,7 +41,8 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", "-m", metavar="MODEL",
                    help="i3d-kinetics400 (offline), a local transformers directory, or a hub id")
     p.add_argument("--sink", dest="sinks", action="append", default=[], metavar="SPEC",
-                   help="output: console, jsonl:PATH (- for stdout); repeatable; replaces the config's sinks")
+                   help="output: console, jsonl:PATH (- for stdout), zmq[:ENDPOINT], overlay[:FILE], "
+                        "speech; repeatable; replaces the config's sinks")
     p.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this many seconds")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="where the model runs")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
@@ -203,6 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run(sub)
     _add_classify(sub)
     _add_models(sub)
+    _add_listen(sub)
     return parser
 
 

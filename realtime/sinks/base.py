@@ -145,5 +145,9 @@ class SinkRunner:
         return finished
 
     def stats(self) -> dict[str, Any]:
-        return {"written": self.written, "dropped": self.dropped, "errors": self.errors,
-                "last_error": self.last_error}
+        out: dict[str, Any] = {"written": self.written, "dropped": self.dropped,
+                               "errors": self.errors, "last_error": self.last_error}
+        own = getattr(self.sink, "stats", None)      # a sink's own counters (e.g. zmq sent)
+        if callable(own):
+            out.update({k: v for k, v in own().items() if k not in out})
+        return out

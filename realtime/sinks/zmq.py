@@ -1,0 +1,211 @@
+"""ZeroMQ sink: publishes every event on a PUB socket for other programs to subscribe to.
+
+Each message has two frames: the topic ``f"{type}.{stream}"`` (UTF-8, e.g.
+``prediction.camera0``, ``change.camera0``, ``status.camera0``,
+``heartbeat.camera0``) and the event as UTF-8 JSON with ``publish_time`` (unix
+epoch at send) added. Subscribers filter by topic prefix: ``change.`` gets
+every stream's label changes, ``prediction.camera0`` one stream's predictions,
+``""`` everything. :mod:`realtime.feed` is the matching client.
+
+Never blocks the pipeline: messages are sent with ``NOBLOCK``; a PUB socket
+whose per-subscriber queue (``sndhwm`` messages) is full drops further
+messages *for that subscriber only* inside libzmq, so one slow or stalled
+subscriber cannot slow down the others or the pipeline. Those drops are
+invisible to the publisher; subscribers see them as gaps in ``seq`` (per stream,
+consecutive across all event types). A send refused with ``zmq.Again`` is
+counted in :attr:`ZmqSink.dropped`.
+
+Threads: ZeroMQ sockets are not thread-safe, but may move between threads with
+a memory barrier between uses. :meth:`ZmqSink.open` creates and binds the
+socket on the pipeline thread *before* the SinkRunner thread starts
+(``Thread.start`` is the barrier); every :meth:`~ZmqSink.write` then happens on
+that one runner thread; :meth:`~ZmqSink.close` runs after the runner thread has
+been joined. The socket is never used by two threads at once.
+
+Optional CurveZMQ (``curve`` in the config): the feed is encrypted and only
+clients whose public certificate is in ``clients_dir`` may connect.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Optional
+
+import zmq
+import zmq.auth
+
+from ..errors import SinkError
+
+if TYPE_CHECKING:
+    from zmq.auth.thread import ThreadAuthenticator
+
+    from ..config import ZmqSinkConfig
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ENDPOINT = "tcp://127.0.0.1:5556"
+LINGER_MS = 500  # how long close() may spend delivering queued messages
+
+
+def topic_of(event: dict[str, Any]) -> str:
+    """The topic an event is published under: ``"{type}.{stream}"``."""
+    return f"{event.get('type', 'event')}.{event.get('stream', '')}"
+
+
+def is_local_endpoint(endpoint: str) -> bool:
+    """True for ``ipc://``, ``inproc://`` and tcp endpoints bound to a loopback address."""
+    transport, sep, address = endpoint.partition("://")
+    if not sep:
+        return False
+    if transport in ("ipc", "inproc"):
+        return True
+    if transport != "tcp":
+        return False
+    host = address.rsplit(":", 1)[0] if ":" in address else address
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:            # '*', an interface name or a host name
+        return False
+
+
+class ZmqSink:
+    """Publishes events on a ZeroMQ PUB socket bound to ``endpoint``.
+
+    ``endpoint`` may use port ``*`` (``tcp://127.0.0.1:*``) to let the system
+    pick a free port; :attr:`bound_endpoint` tells which after :meth:`open`.
+    ``curve_secret_file`` (the server's key pair) and ``curve_clients_dir``
+    (allowed clients' public certificates) turn on CurveZMQ; both or neither.
+    """
+
+    def __init__(self, endpoint: str = DEFAULT_ENDPOINT, sndhwm: int = 1000,
+                 curve_secret_file: Optional[str] = None, curve_clients_dir: Optional[str] = None,
+                 linger_ms: int = LINGER_MS) -> None:
+        if (curve_secret_file is None) != (curve_clients_dir is None):
+            raise SinkError(f"zmq sink {endpoint}: CurveZMQ needs both server_secret_file and clients_dir")
+        self.endpoint = endpoint
+        self.name = f"zmq:{endpoint}"
+        self.sndhwm = sndhwm
+        self.linger_ms = linger_ms
+        self.curve_secret_file = curve_secret_file
+        self.curve_clients_dir = curve_clients_dir
+        self.bound_endpoint: Optional[str] = None
+        self.sent = 0
+        self.dropped = 0
+        self._ctx: Optional[zmq.Context] = None
+        self._sock: Optional[zmq.Socket] = None
+        self._auth: Optional[ThreadAuthenticator] = None
+
+    @classmethod
+    def from_config(cls, cfg: ZmqSinkConfig) -> ZmqSink:
+        curve = cfg.curve
+        return cls(cfg.endpoint, sndhwm=cfg.sndhwm,
+                   curve_secret_file=curve.server_secret_file if curve else None,
+                   curve_clients_dir=curve.clients_dir if curve else None)
+
+    # ------------------------------------------------------------------ lifecycle
+    def open(self) -> None:
+        """Create the PUB socket and bind it (on the calling thread; see the module notes)."""
+        keys = self._load_server_keys() if self.curve_secret_file else None
+        ctx = zmq.Context()
+        self._ctx = ctx
+        try:
+            if keys is not None:
+                self._start_authenticator(ctx)
+            sock = ctx.socket(zmq.PUB)
+            self._sock = sock
+            sock.setsockopt(zmq.SNDHWM, self.sndhwm)
+            sock.setsockopt(zmq.LINGER, self.linger_ms)
+            if "[" in self.endpoint:
+                sock.setsockopt(zmq.IPV6, 1)
+            if keys is not None:
+                sock.curve_publickey, sock.curve_secretkey = keys
+                sock.curve_server = True
+            try:
+                sock.bind(self.endpoint)
+            except zmq.ZMQError as exc:
+                raise SinkError(f"cannot bind the ZeroMQ feed to {self.endpoint}: {exc}") from None
+            last = sock.getsockopt(zmq.LAST_ENDPOINT)
+            self.bound_endpoint = last.decode() if isinstance(last, bytes) else str(last)
+        except BaseException:
+            self.close()
+            raise
+        secured = "CurveZMQ" if keys is not None else "plain text"
+        if keys is None and not is_local_endpoint(self.endpoint):
+            log.warning("ZeroMQ feed %s is reachable from other machines without CurveZMQ: anyone "
+                        "who can connect can read it (set the zmq sink's curve keys)", self.endpoint)
+        log.info("ZeroMQ feed on %s (%s); topics: <type>.<stream>", self.bound_endpoint, secured)
+
+    def _load_server_keys(self) -> tuple[bytes, bytes]:
+        assert self.curve_secret_file is not None and self.curve_clients_dir is not None
+        if not zmq.has("curve"):
+            raise SinkError(f"zmq sink {self.endpoint}: this libzmq was built without CurveZMQ")
+        path = self.curve_secret_file
+        try:
+            public, secret = zmq.auth.load_certificate(path)
+        except (OSError, ValueError):
+            raise SinkError(f"zmq sink: cannot read the CurveZMQ server key pair {path} "
+                            f"(make one with zmq.auth.create_certificates)") from None
+        if secret is None:
+            raise SinkError(f"zmq sink: {path} holds no secret key; use the server's "
+                            f"'.key_secret' file, not its public '.key' file")
+        clients = Path(self.curve_clients_dir)
+        if not clients.is_dir():
+            raise SinkError(f"zmq sink: CurveZMQ clients directory not found: {clients}")
+        if not any(clients.glob("*.key")):
+            log.warning("zmq sink: no client certificates (*.key) in %s; no client can connect", clients)
+        return public, secret
+
+    def _start_authenticator(self, ctx: zmq.Context) -> None:
+        from zmq.auth.thread import ThreadAuthenticator
+
+        assert self.curve_clients_dir is not None
+        auth = ThreadAuthenticator(ctx, log=logging.getLogger(f"{__name__}.auth"))
+        auth.start()
+        self._auth = auth
+        try:
+            auth.configure_curve(domain="*", location=os.fspath(self.curve_clients_dir))
+        except OSError as exc:
+            raise SinkError(f"zmq sink: cannot read CurveZMQ client certificates in "
+                            f"{self.curve_clients_dir}: {exc}") from None
+
+    def write(self, event: dict[str, Any]) -> None:
+        """Publish one event; never blocks (a refused send is counted in ``dropped``)."""
+        sock = self._sock
+        if sock is None:
+            raise RuntimeError("ZmqSink.write() before open()")
+        message = dict(event)
+        message["publish_time"] = round(time.time(), 6)
+        frames = [topic_of(event).encode("utf-8"),
+                  json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode("utf-8")]
+        try:
+            sock.send_multipart(frames, flags=zmq.NOBLOCK)
+        except zmq.Again:
+            self.dropped += 1
+            if self.dropped == 1 or self.dropped % 1000 == 0:
+                log.warning("ZeroMQ feed %s: %d messages dropped (send queue full)",
+                            self.endpoint, self.dropped)
+            return
+        self.sent += 1
+
+    def close(self) -> None:
+        """Close the socket (waiting at most ``linger_ms``), stop the authenticator. Idempotent."""
+        if self._sock is not None:
+            self._sock.close(linger=self.linger_ms)
+            self._sock = None
+        if self._auth is not None:
+            self._auth.stop()
+            self._auth = None
+        if self._ctx is not None:
+            self._ctx.term()
+            self._ctx = None
+
+    def stats(self) -> dict[str, Any]:
+        return {"sent": self.sent, "dropped": self.dropped}
