@@ -325,7 +325,8 @@ class OverlaySink:
 
     @property
     def frames_written(self) -> dict[str, int]:
-        return {stream: w.frames for stream, w in self._writers.items()}
+        """Frames written per stream so far."""
+        return {stream: w.frames for stream, w in list(self._writers.items())}
 
     # ------------------------------------------------------------------ the writer thread
     def _path_for(self, stream: str) -> Path:

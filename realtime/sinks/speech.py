@@ -13,10 +13,12 @@ own speaker thread that creates the engine and does all the talking; ``write``
 (the sink runner thread) only fills the slot.
 
 Without a speech engine (pyttsx3 or espeak missing) the sink warns once and
-drops announcements. pyttsx3's espeak driver plays through ``aplay``; without a
-sound device (or without ``aplay``) ``say`` returns at once having played
-nothing, so the sink checks for an audio output first and, without one, only
-saves WAV files (if ``save_dir`` is set), with a warning.
+drops announcements. pyttsx3's espeak driver synthesizes in memory and plays
+the result with ``aplay``; it does not check that this worked (on a machine
+without ``aplay`` ``say`` + ``runAndWait`` returns in about 10 ms having played
+nothing, after the shell printed "aplay: not found" on stderr). So before
+speaking aloud the sink checks for ``aplay`` and a playback device and,
+without them, only saves WAV files (if ``save_dir`` is set), with a warning.
 """
 
 from __future__ import annotations
