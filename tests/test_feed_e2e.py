@@ -1,0 +1,85 @@
+"""End to end on real video: four activities in one stream, paced in real time, I3D, ZeroMQ feed,
+and a subscriber in a separate process that must see one change per activity, in order."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import REPO, SHARED_CLIPS
+from support.joined import join_clips
+from support.rtsp import free_port
+
+ACTIVITIES = [("abseiling.mp4", "abseiling"), ("arm_wrestling.mp4", "arm wrestling"),
+              ("flipping_pancake.mkv", "flipping pancake"),
+              ("shooting_basketball.avi", "shooting basketball")]
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not SHARED_CLIPS.is_dir(), reason=f"real clips not found at {SHARED_CLIPS}"),
+]
+
+
+def changes_per_minute(labels: list[str], seconds: float) -> float:
+    return sum(1 for a, b in zip(labels, labels[1:]) if a != b) * 60.0 / seconds
+
+
+def test_subscriber_sees_one_change_per_activity_in_order(tmp_path):
+    from realtime.errors import ModelError
+    from realtime.models.i3d_weights import weights_path
+    try:
+        weights_path(download=True)
+    except ModelError as exc:
+        pytest.skip(f"I3D weights unavailable: {exc}")
+    video = tmp_path / "four_activities.mp4"
+    segments = join_clips([SHARED_CLIPS / name for name, _ in ACTIVITIES], video)
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    listener = subprocess.Popen([sys.executable, "-m", "realtime", "listen", "--json", "--endpoint",
+                                 endpoint, "--topic", "change.", "--topic", "status."],
+                                cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out = tmp_path / "events.jsonl"
+    try:
+        run = subprocess.run([sys.executable, "-m", "realtime", "run", "--source", str(video),
+                              "--model", "i3d-kinetics400", "--sink", f"zmq:{endpoint}",
+                              "--sink", f"jsonl:{out}", "--set", "events.heartbeat_seconds=0"],
+                             cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+        assert run.returncode == 0, run.stderr
+        time.sleep(0.5)        # let the last messages cross the socket before we stop listening
+    finally:
+        listener.send_signal(signal.SIGINT)
+        try:
+            stdout, stderr = listener.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            listener.kill()
+            stdout, stderr = listener.communicate()
+    received = [json.loads(line) for line in stdout.splitlines() if line.strip()]
+    changes = [e for e in received if e["type"] == "change"]
+    assert [c["label"] for c in changes] == [label for _, label in ACTIVITIES], (changes, stderr)
+    assert any(e["type"] == "status" and e["state"] == "ended" for e in received)
+
+    # Figures for the record: switch latency (segment boundary -> change event, in video time)
+    # and flicker with smoothing on (the change events) and off (each window's raw top label).
+    events = [json.loads(x) for x in out.read_text().splitlines()]
+    preds = [e for e in events if e["type"] == "prediction"]
+    duration = segments[-1][1]
+    latencies = [round(c["media_end"] - start, 2) for c, (start, _) in zip(changes[1:], segments[1:])]
+    summary = {
+        "segments": [[round(a, 2), round(b, 2)] for a, b in segments],
+        "change_at": [c["media_end"] for c in changes],
+        "switch_latency_s": latencies,
+        "changes_per_minute_smoothed": round((len(changes) - 1) * 60.0 / duration, 2),
+        "changes_per_minute_raw": round(changes_per_minute([p["raw_top_k"][0]["label"] for p in preds],
+                                                           duration), 2),
+        "windows": len(preds),
+        "latency_ms_p50": sorted(p["latency_ms"] for p in preds)[len(preds) // 2],
+    }
+    print("\nfeed summary:", json.dumps(summary))
+    assert all(0 < x < 5.0 for x in latencies), summary
+    assert summary["changes_per_minute_smoothed"] < summary["changes_per_minute_raw"], summary
