@@ -233,6 +233,7 @@ class Pipeline:
             self.stop()
             raise
         self.started_at = time.monotonic()
+        self.health.mark_beat(self.started_at)       # the first heartbeat counts from here
 
     def finished(self) -> bool:
         """True once every stream ended and its last window was classified, or on stop."""
