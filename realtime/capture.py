@@ -20,6 +20,7 @@ import numpy as np
 from .errors import SourceError
 from .ring import FrameRing
 from .sources import FrameSource, redact_text
+from .threads import WorkerThread
 from .types import FrameMeta, InputSpec, StreamStatus
 
 log = logging.getLogger(__name__)
@@ -105,7 +106,10 @@ class CaptureWorker:
         self.on_frame = on_frame           # raw BGR frames for sinks that draw on video
         self.stats = CaptureStats()
         self.error: Optional[BaseException] = None
-        self._thread: Optional[threading.Thread] = None
+        # A daemon thread: a stalled camera can hold it inside a C call (open or
+        # read) for up to its timeout, and it owns nothing that must be flushed,
+        # so shutdown never waits on it longer than the join timeout.
+        self._worker = WorkerThread(self._run, f"capture-{stream}", daemon=True)
         self._pacer: Optional[Pacer] = None
         self._loop_offset = 0.0
         self._last_media = 0.0
@@ -115,21 +119,14 @@ class CaptureWorker:
 
     # ---------------------------------------------------------------- control
     def start(self) -> None:
-        # A daemon thread: a stalled camera can hold it inside a C call (open or
-        # read) for up to its timeout, and it owns nothing that must be flushed,
-        # so shutdown never waits on it longer than the join timeout.
-        self._thread = threading.Thread(target=self._run, name=f"capture-{self.stream}", daemon=True)
-        self._thread.start()
+        self._worker.start()
 
     def join(self, timeout: float) -> bool:
-        if self._thread is not None:
-            self._thread.join(timeout)
-            return not self._thread.is_alive()
-        return True
+        return self._worker.join(timeout)
 
     @property
     def alive(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        return self._worker.alive
 
     # ---------------------------------------------------------------- thread
     def _status(self, state: str, detail: str = "", attempt: int = 0,

@@ -21,6 +21,7 @@ import numpy as np
 
 from .models.base import ClipClassifier
 from .ring import FrameRing
+from .threads import WorkerThread
 from .sampling import WindowSpec, first_due, select_window
 from .types import FrameMeta, LabelScore, Prediction
 
@@ -130,21 +131,17 @@ class InferenceWorker:
         self.windows = 0
         self._rr = 0
         self._buffer: Optional[np.ndarray] = None
-        self._thread: Optional[threading.Thread] = None
+        self._worker = WorkerThread(self._run, "inference")
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="inference")
-        self._thread.start()
+        self._worker.start()
 
     def join(self, timeout: float) -> bool:
-        if self._thread is not None:
-            self._thread.join(timeout)
-            return not self._thread.is_alive()
-        return True
+        return self._worker.join(timeout)
 
     @property
     def alive(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        return self._worker.alive
 
     def _batch_buffer(self) -> np.ndarray:
         if self._buffer is None:

@@ -1,0 +1,31 @@
+"""A worker thread's lifecycle, shared by the capture and inference workers."""
+
+from __future__ import annotations
+
+import threading
+from typing import Callable, Optional
+
+
+class WorkerThread:
+    """Starts ``target`` on a named thread; join with a timeout; tells whether it still runs."""
+
+    def __init__(self, target: Callable[[], None], name: str, daemon: bool = False) -> None:
+        self._target = target
+        self.name = name
+        self.daemon = daemon
+        self._thread: Optional[threading.Thread] = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._target, name=self.name, daemon=self.daemon)
+        self._thread.start()
+
+    def join(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds; True if the thread has ended (or never started)."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+            return not self._thread.is_alive()
+        return True
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
