@@ -103,6 +103,25 @@ class FrameSource(Protocol):
     def close(self) -> None: ...
 
 
+_native_logs_quieted = False
+
+
+def quiet_native_logs() -> None:
+    """Silence FFmpeg's and OpenCV's own console chatter (unless the user configured it).
+
+    Their lines repeat on every reconnect attempt and can print a stream URL with
+    its credentials; our own messages say what happened, redacted. Set
+    OPENCV_FFMPEG_LOGLEVEL / OPENCV_LOG_LEVEL to see them again.
+    """
+    global _native_logs_quieted
+    if _native_logs_quieted:
+        return
+    _native_logs_quieted = True
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")     # AV_LOG_QUIET
+    if "OPENCV_LOG_LEVEL" not in os.environ:
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+
+
 class OpenCVSource:
     """A camera, network stream or file read through ``cv2.VideoCapture``."""
 
@@ -127,6 +146,7 @@ class OpenCVSource:
 
     def open(self) -> None:
         self.close()
+        quiet_native_logs()
         info = self.info
         if info.kind == "file":
             path = Path(info.uri)

@@ -81,3 +81,16 @@ def test_unreachable_stream_fails_within_open_timeout():
         src.open()
     assert time.monotonic() - t0 < 5.0
     assert "pw" not in str(e.value) and f"127.0.0.1:{port}" in str(e.value)
+
+
+def test_native_logs_never_show_credentials(tmp_path):
+    """FFmpeg/OpenCV print their own lines on failed connects; they must not leak the password."""
+    import subprocess
+    import sys
+    code = ("from realtime.sources import open_source\n"
+            "s = open_source('rtsp://admin:hunter2@127.0.0.1:9/x', open_timeout=1)\n"
+            "try:\n    s.open()\nexcept Exception as e:\n    print(e)\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert "cannot connect to rtsp://***@127.0.0.1:9/x" in r.stdout
+    assert "hunter2" not in r.stdout + r.stderr
+    assert "WARN" not in r.stderr
