@@ -117,7 +117,8 @@ class InferenceWorker:
 
     def __init__(self, slots: Sequence[StreamSlot], classifier: ClipClassifier, stop: threading.Event,
                  wake: threading.Event, on_prediction: Callable[[Prediction, np.ndarray], None], *,
-                 top_k: int = 5, max_batch: int = 8, idle_timeout: float = 0.1) -> None:
+                 top_k: int = 5, max_batch: int = 8, max_wait: float = 0.0,
+                 idle_timeout: float = 0.1) -> None:
         self.slots = list(slots)
         self.classifier = classifier
         self.stop_event = stop
@@ -125,6 +126,7 @@ class InferenceWorker:
         self.on_prediction = on_prediction
         self.top_k = top_k
         self.max_batch = max(1, max_batch)
+        self.max_wait = max(0.0, max_wait)   # seconds a partial batch may wait for more streams
         self.idle_timeout = idle_timeout
         self.error: Optional[BaseException] = None
         self.batches = 0
@@ -164,20 +166,40 @@ class InferenceWorker:
             log.error("inference failed: %s", exc)
             self.stop_event.set()
 
+    def _collect(self, order: Sequence[StreamSlot], taken: list, buffer: np.ndarray) -> bool:
+        """Add the due windows of streams not yet in ``taken``; True if any was added."""
+        added = False
+        busy = {id(slot) for slot, _ in taken}
+        for slot in order:
+            if len(taken) == self.max_batch:
+                break
+            if id(slot) in busy:
+                continue
+            metas = slot.take(buffer[len(taken)])
+            if metas is not None:
+                taken.append((slot, metas))
+                added = True
+        return added
+
     def step(self) -> bool:
         """Classify one batch of ready windows. False when nothing was ready."""
         buffer = self._batch_buffer()
         taken: list[tuple[StreamSlot, tuple[FrameMeta, ...]]] = []
         n = len(self.slots)
-        for i in range(n):
-            if len(taken) == self.max_batch:
-                break
-            slot = self.slots[(self._rr + i) % n]
-            metas = slot.take(buffer[len(taken)])
-            if metas is not None:
-                taken.append((slot, metas))
+        order = [self.slots[(self._rr + i) % n] for i in range(n)]
+        self._collect(order, taken, buffer)
         if not taken:
             return False
+        if self.max_wait > 0 and len(taken) < min(self.max_batch, n):
+            # Dynamic batching: give other streams up to max_wait to fill the batch.
+            deadline = time.monotonic() + self.max_wait
+            while len(taken) < min(self.max_batch, n) and not self.stop_event.is_set():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self.wake.clear()
+                if not self._collect(order, taken, buffer):
+                    self.wake.wait(remaining)
         self._rr = (self._rr + 1) % n   # rotate so no stream always waits when batches are full
         t0 = time.monotonic()
         probs = self.classifier.predict(buffer[: len(taken)])

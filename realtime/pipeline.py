@@ -225,7 +225,8 @@ class Pipeline:
             self.inference = InferenceWorker(
                 [s.slot for s in self.streams], self.classifier, self.stop_event, self.wake,
                 self._on_prediction, top_k=self.config.inference.top_k,
-                max_batch=self.config.inference.max_batch)
+                max_batch=self.config.inference.max_batch,
+                max_wait=self.config.inference.max_wait_ms / 1000.0)
             self.inference.start()
             for stream in self.streams:
                 stream.capture.start()

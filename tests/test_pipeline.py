@@ -236,3 +236,22 @@ def test_duplicate_stream_names_get_suffixes():
     p.start()
     p.stop()
     assert [s.name for s in p.streams] == ["camerafake", "camerafake-2"]
+
+
+def test_max_wait_fills_batches_from_streams_that_are_just_behind():
+    """Two live cameras out of phase: with max_wait the worker batches both windows."""
+    cams = [FakeCamera(fps=30), FakeCamera(fps=30)]
+    clf = ScriptedClassifier(num_frames=8, window_seconds=0.5, delay=0.05)
+    got = Collect()
+    p = Pipeline(config("inference.max_wait_ms=200", "window.stride_seconds=0.3"), classifier=clf,
+                 sources=cams, on_event=got)
+    p.start()
+    try:
+        deadline = time.monotonic() + 10
+        while len(got.of("prediction")) < 10 and time.monotonic() < deadline:
+            p.stop_event.wait(0.05)
+    finally:
+        p.stop()
+    sizes = [len(c) for c in clf.calls]
+    assert sizes.count(2) >= len(sizes) - 1, sizes       # (the very first may be alone)
+    assert {e["stream"] for e in got.of("prediction")} == {"camerafake", "camerafake-2"}
