@@ -85,6 +85,8 @@ def test_survives_server_kill_and_recovers_within_3s_of_its_return(server):
         back = time.monotonic()
         assert rec.wait_for(has_state("recovered", back), 3.0), rec.states()
         recovered = rec.first("recovered", back)
+        print(f"\nlost {rec.first('lost', killed) - killed:.2f} s after the kill; "
+              f"recovered {recovered - back:.2f} s after the server came back")
         assert recovered - back < 3.0
         assert rec.wait_for(has_predictions(2, recovered), 10)
     finally:
@@ -104,6 +106,7 @@ def test_hung_server_is_noticed_within_read_timeout_then_recovered(server):
         server.pause()                                   # SIGSTOP: sockets open, no data
         assert rec.wait_for(has_state("lost", hung), 2.0 + 1.5), rec.states()
         lost = rec.first("lost", hung)
+        print(f"\nhang noticed {lost - hung:.2f} s after SIGSTOP (read timeout 2 s)")
         assert lost - hung <= 2.0 + 1.0                   # read timeout plus a frame or two
         assert rec.wait_for(has_state("reconnecting", hung), 5), rec.states()
         # no prediction is made from stale frames while the server hangs
@@ -111,6 +114,7 @@ def test_hung_server_is_noticed_within_read_timeout_then_recovered(server):
         server.resume()
         resumed = time.monotonic()
         assert rec.wait_for(has_state("recovered", resumed), 2 * 2.0 + 3.0), rec.states()
+        print(f"recovered {rec.first('recovered', resumed) - resumed:.2f} s after SIGCONT")
         assert rec.wait_for(has_predictions(2, rec.first("recovered", resumed)), 10)
         assert before == 0
     finally:
