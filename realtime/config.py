@@ -72,6 +72,8 @@ class SmoothingConfig(_Strict):
     uncertain_label: str = Field("no activity", min_length=1)
     allow: list[str] = Field(default_factory=list, description="report only these model labels")
     deny: list[str] = Field(default_factory=list, description="never report these model labels")
+    min_allowed_mass: float = Field(0.0, ge=0, le=1, description="with allow/deny: when the allowed "
+                                    "labels get less probability than this in total, lower confidence")
     rename: dict[str, str] = Field(default_factory=dict, description="model label -> friendly name")
 
     @model_validator(mode="after")

@@ -114,7 +114,8 @@ class Pipeline:
         return SmoothingParams(enabled=c.enabled, method=c.method, alpha=c.alpha, window=c.window,
                                enter=c.enter, exit=c.exit, min_dwell_seconds=c.min_dwell_seconds,
                                uncertain_label=c.uncertain_label, allow=tuple(c.allow),
-                               deny=tuple(c.deny), rename=dict(c.rename))
+                               deny=tuple(c.deny), min_allowed_mass=c.min_allowed_mass,
+                               rename=dict(c.rename))
 
     def _build_streams(self, classifier: ClipClassifier, spec: WindowSpec) -> list[StreamRuntime]:
         configs = self.config.stream_configs()

@@ -3,7 +3,8 @@
 Pure: no threads, no clocks (the caller passes the stream time). Steps, in order:
 
 1. label filter: an allowlist and/or denylist of model labels; the remaining
-   probabilities are renormalised to sum to 1;
+   probabilities are renormalised to sum to 1 (scaled down when the model gave
+   the allowed labels less than ``min_allowed_mass`` altogether);
 2. smoothing over windows: exponential moving average (``alpha``) or the mean
    of the last ``window`` predictions (or none);
 3. hysteresis: a new label must reach ``enter`` (and beat the current one); the
@@ -37,6 +38,7 @@ class SmoothingParams:
     uncertain_label: str = "no activity"
     allow: tuple[str, ...] = ()
     deny: tuple[str, ...] = ()
+    min_allowed_mass: float = 0.0       # below this total on allowed labels, confidence shrinks
     rename: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -108,9 +110,21 @@ class LabelSmoother:
 
     # ------------------------------------------------------------------ steps
     def _filter(self, probs: np.ndarray) -> np.ndarray:
+        """Keep the allowed labels and renormalise them to sum to 1.
+
+        With ``min_allowed_mass`` > 0 the result is scaled down when the model put
+        less than that much probability on the allowed labels altogether, so an
+        activity outside the list (someone resting, for a list of exercises) reads
+        as uncertain instead of as the least unlikely allowed label.
+        """
         p = np.where(self.mask, probs.astype(np.float64), 0.0)
         total = p.sum()
-        return p / total if total > 0 else np.where(self.mask, 1.0 / self.mask.sum(), 0.0)
+        if total <= 0:   # no evidence for any allowed label
+            if self.params.min_allowed_mass > 0:
+                return np.zeros_like(p)
+            return np.where(self.mask, 1.0 / self.mask.sum(), 0.0)
+        scale = 1.0 if self.params.min_allowed_mass <= 0 else min(1.0, total / self.params.min_allowed_mass)
+        return p / total * scale
 
     def _smooth(self, p: np.ndarray) -> np.ndarray:
         method = self.params.method

@@ -109,3 +109,17 @@ def test_unknown_labels_are_config_errors():
         LabelSmoother(LABELS, SmoothingParams(rename={"dance": "x"}))
     with pytest.raises(ConfigError, match="no label"):
         LabelSmoother(LABELS, SmoothingParams(deny=tuple(LABELS)))
+
+
+def test_min_allowed_mass_turns_outside_activities_uncertain():
+    params = SmoothingParams(allow=("walk", "run"), min_allowed_mass=0.5, min_dwell_seconds=0)
+    sm = LabelSmoother(LABELS, params)
+    # the model is sure it is "sit" (not allowed): walk/run share only 0.1
+    r = sm.update(np.array([0.06, 0.04, 0.0, 0.9]), 0)
+    assert r.uncertain and r.label == "no activity"
+    assert dict(r.raw_top_k)["walk"] == pytest.approx(0.6 * 0.1 / 0.5)
+    # without the option the same input would name an allowed label
+    plain = LabelSmoother(LABELS, SmoothingParams(allow=("walk", "run"), min_dwell_seconds=0))
+    assert plain.update(np.array([0.06, 0.04, 0.0, 0.9]), 0).label == "walk"
+    # enough mass on the allowed labels: reported as usual
+    assert sm.update(np.array([0.7, 0.1, 0.0, 0.2]), 1).label == "walk"
