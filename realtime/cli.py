@@ -11,6 +11,7 @@ from typing import Callable, Optional, Sequence
 from . import __version__
 from .config import Config, dump_config, load_config
 from .errors import ConfigError, RealtimeError
+from .bench_cli import add_parser as _add_bench
 from .eval_cli import add_parser as _add_eval
 from .listen import add_parser as _add_listen
 from .sinks import parse_sink_spec
@@ -208,6 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_models(sub)
     _add_listen(sub)
     _add_eval(sub)
+    _add_bench(sub)
     return parser
 
 
