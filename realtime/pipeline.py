@@ -99,6 +99,10 @@ class Pipeline:
         log.info("loading model %s", getattr(classifier, "name", "?"))
         t0 = time.monotonic()
         classifier.load()
+        fast = getattr(classifier, "fast", None)
+        if fast is not None and str(classifier.device).startswith("cuda"):
+            # Compile / capture CUDA graphs for every batch size now, not on the first windows.
+            fast.warmup(range(1, self.config.inference.max_batch + 1))
         log.info("model ready in %.1f s on %s: %d labels, %d frames per %.2f s window",
                  time.monotonic() - t0, classifier.device, len(classifier.labels),
                  classifier.num_frames, classifier.window_seconds)

@@ -371,8 +371,11 @@ class HFVideoClassifier:
         attn: str = "sdpa",
         *,
         frame_stride: Optional[int] = None,
+        cuda_graphs: Optional[bool] = None,
     ) -> None:
         self.model_id = os.fspath(model_id_or_dir)
+        self.cuda_graphs = cuda_graphs            # None: on for CUDA devices
+        self.fast: Any = None                     # a FastModel after load()
         self.name = self.model_id
         self.requested_device = device
         self.requested_dtype = dtype
@@ -459,7 +462,11 @@ class HFVideoClassifier:
         return {}
 
     def load(self) -> None:
-        """Read config, labels, image processor settings and weights; move the model to the device."""
+        """Read config, labels, image processor settings and weights; move the model to the device.
+
+        Loading twice is a no-op (``realtime eval`` classifies many files with one model)."""
+        if self._model is not None:
+            return
         from transformers import AutoConfig, AutoModelForVideoClassification
         from transformers.models.auto.modeling_auto import MODEL_FOR_VIDEO_CLASSIFICATION_MAPPING_NAMES
 
@@ -490,6 +497,11 @@ class HFVideoClassifier:
         dtype = _resolve_dtype(self.requested_dtype, device)
         model, attn = self._load_model(AutoModelForVideoClassification, src, hub_kwargs, dtype)
         model = model.to(device).eval()
+        from .fast import FastModel, hf_forward
+        # Also moves plain tensor attributes (VideoMAE's position table) to the device, and on
+        # CUDA replays the forward as a CUDA graph per batch size.
+        fast = FastModel(model, hf_forward(model), (num_frames, 3, *spec.crop), device=device,
+                         dtype=None, sdpa=False, cuda_graphs=self.cuda_graphs)
 
         self.config = config
         self.processor_settings = settings
@@ -501,6 +513,7 @@ class HFVideoClassifier:
         self.dtype = dtype
         self.attn = attn
         self._model = model
+        self.fast = fast
         logger.info(
             "loaded %s (%s, %d labels): %d frames / %.2f s windows, device=%s dtype=%s attn=%s, input %s",
             self.model_id, model_type, len(labels), num_frames, window, self.device,
@@ -558,14 +571,8 @@ class HFVideoClassifier:
             logger.debug("resampling %d frames to the %d %s was trained on", x.shape[1], self.num_frames, self.name)
             x = x[:, resample_indices(x.shape[1], self.num_frames)]
         pixels = normalize(x, self.input_spec)  # (B, T, H, W, 3) float32
-        with torch.inference_mode():
-            pixel_values = (
-                torch.from_numpy(pixels).to(self.device, dtype=self.dtype, non_blocking=True)
-                .permute(0, 1, 4, 2, 3).contiguous()  # (B, T, C, H, W)
-            )
-            logits = model(pixel_values=pixel_values).logits
-            probs = torch.softmax(logits.float(), dim=-1)
-        return probs.cpu().numpy().astype(np.float32, copy=False)
+        pixel_values = torch.from_numpy(pixels).permute(0, 1, 4, 2, 3)   # (B, T, C, H, W)
+        return self.fast.predict(pixel_values)
 
 
 def _labels_from_config(config: Any, model_id: str) -> tuple[str, ...]:
