@@ -57,6 +57,9 @@ class WindowConfig(_Strict):
 class InferenceConfig(_Strict):
     top_k: int = Field(5, ge=1, le=100)
     max_batch: int = Field(8, ge=1, le=1024, description="windows classified together (streams)")
+    preprocess: Literal["auto", "cpu", "device"] = Field(
+        "auto", description="where frames are resized and normalised: auto = on the GPU when the "
+        "model runs on one, cpu = OpenCV, device = torch on the model's device")
     max_wait_ms: float = Field(0.0, ge=0, le=1000,
                                description="a partial batch waits this long for more streams")
 

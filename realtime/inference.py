@@ -15,7 +15,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
@@ -45,6 +45,7 @@ class StreamSlot:
     gaps_seen: int = 0
     windows: int = 0
     done: bool = False
+    device_ring: Optional[Any] = None        # realtime.gpu.DeviceFrameRing when frames live on the GPU
     on_reset: list[Callable[[], None]] = field(default_factory=list)
 
     def _select(self, metas: Sequence[FrameMeta]) -> Optional[list[int]]:
@@ -145,12 +146,39 @@ class InferenceWorker:
     def alive(self) -> bool:
         return self._worker.alive
 
+    @property
+    def on_device(self) -> bool:
+        """Frames are prepared on the model's device; the rings hold [slot, sequence] handles."""
+        return self.slots[0].device_ring is not None
+
     def _batch_buffer(self) -> np.ndarray:
         if self._buffer is None:
-            h, w = self.classifier.input_spec.crop
             t = self.slots[0].spec.num_frames
-            self._buffer = np.empty((self.max_batch, t, h, w, 3), np.uint8)
+            if self.on_device:
+                self._buffer = np.empty((self.max_batch, t, 2), np.int64)
+            else:
+                h, w = self.classifier.input_spec.crop
+                self._buffer = np.empty((self.max_batch, t, h, w, 3), np.uint8)
         return self._buffer
+
+    def _classify(self, buffer: np.ndarray, taken: list) -> tuple[np.ndarray, list]:
+        """Probabilities for the windows in ``taken`` (and the windows kept)."""
+        if not self.on_device:
+            return self.classifier.predict(buffer[: len(taken)]), taken
+        from .gpu import StaleFrameError
+        fast = self.classifier.fast                       # type: ignore[attr-defined]
+        x = fast.input_buffer(len(taken))
+        kept = []
+        for handles, item in zip(buffer, taken):
+            try:
+                item[0].device_ring.gather(handles[:, 0], out=x[len(kept)], sequences=handles[:, 1])
+            except StaleFrameError:
+                log.debug("%s: a frame of the window was overwritten on the device; skipped", item[0].name)
+                continue
+            kept.append(item)
+        if not kept:
+            return np.zeros((0, len(self.classifier.labels)), np.float32), kept
+        return fast.predict(x[: len(kept)]), kept
 
     def _run(self) -> None:
         try:
@@ -202,7 +230,7 @@ class InferenceWorker:
                     self.wake.wait(remaining)
         self._rr = (self._rr + 1) % n   # rotate so no stream always waits when batches are full
         t0 = time.monotonic()
-        probs = self.classifier.predict(buffer[: len(taken)])
+        probs, taken = self._classify(buffer, taken)
         done = time.monotonic()
         infer_ms = (done - t0) * 1000.0
         self.batches += 1

@@ -139,6 +139,23 @@ class Pipeline:
             streams.append(self._build_stream(classifier, spec, sc, source, name))
         return streams
 
+    def _device_preprocessing(self, classifier: ClipClassifier) -> bool:
+        """Prepare frames with torch on the model's device (``inference.preprocess``)?"""
+        mode = self.config.inference.preprocess
+        fast = getattr(classifier, "fast", None)
+        if mode == "cpu" or fast is None:
+            return False
+        from .gpu import supports
+        ok = supports(classifier.input_spec) and fast.input_shape[0] == self._window_frames(classifier)
+        if mode == "device" and not ok:
+            log.warning("inference.preprocess=device: %s's preprocessing (%s) or window length is "
+                        "not supported on the device; using the CPU", classifier.name,
+                        classifier.input_spec.interpolation)
+        return ok and (mode == "device" or str(classifier.device).startswith("cuda"))
+
+    def _window_frames(self, classifier: ClipClassifier) -> int:
+        return self.config.model.num_frames or classifier.num_frames
+
     def _build_stream(self, classifier: ClipClassifier, spec: WindowSpec, sc: SourceConfig,
                       source: FrameSource, name: str) -> StreamRuntime:
         fast_file = not source.info.live and sc.pace == PACE_FAST
@@ -147,13 +164,24 @@ class Pipeline:
         ring = FrameRing(int(span * 30 * 1.25) + 8, policy=WAIT if fast_file else DROP_OLDEST)
         ring.on_push = self.wake.set
         slot = StreamSlot(name, ring, spec, stride, schedule=EVERY if fast_file else NEWEST)
+        prepare = prepare_frame
+        if self._device_preprocessing(classifier):
+            from .gpu import DeviceFrameRing
+            fast = classifier.fast                            # type: ignore[attr-defined]
+            device_ring = DeviceFrameRing(ring.capacity + 16, classifier.input_spec, fast.device,
+                                          fast.dtype)
+            ring.on_grow = lambda n: device_ring.ensure_capacity(n + 16)
+            slot.device_ring = device_ring
+            # The capture thread uploads and prepares each frame once, on the device; the
+            # host ring keeps [slot, sequence] handles to it.
+            prepare = lambda bgr, _spec: device_ring.push_handle(bgr)  # noqa: E731
         smoother = LabelSmoother(classifier.labels, self._smoothing_params(),
                                  top_k=self.config.inference.top_k)
         self.smoothers[name] = smoother
         slot.on_reset.append(smoother.reset)      # a gap or reconnect starts smoothing afresh
         rc = sc.reconnect
         capture = CaptureWorker(
-            name, source, ring, classifier.input_spec, prepare_frame, self.stop_event,
+            name, source, ring, classifier.input_spec, prepare, self.stop_event,
             self._on_status, pace=sc.pace, loop=sc.loop,
             backoff=Backoff(rc.initial_delay, max(rc.max_delay, rc.initial_delay)),
             max_attempts=rc.max_attempts, gap_seconds=sc.gap_seconds, span_seconds=span,

@@ -54,6 +54,9 @@ class FrameRing:
         # Called (outside the lock) after every push, reset and close: lets one
         # reader wait on many rings through a single Event.
         self.on_push: Optional[Callable[[], None]] = None
+        # Called with the new capacity when the ring grows (a device ring that holds
+        # the pixels for this ring's handles grows with it).
+        self.on_grow: Optional[Callable[[int], None]] = None
 
     # ------------------------------------------------------------------ writer
     def push(self, image: np.ndarray, meta: FrameMeta, *, timeout: Optional[float] = None,
@@ -115,6 +118,8 @@ class FrameRing:
         with self._cond:
             if capacity <= self.capacity:
                 return
+            if self.on_grow is not None:
+                self.on_grow(capacity)
             ordered = self._ordered_locked()
             if self._images is not None:
                 start = (self._head - self._size) % self.capacity
