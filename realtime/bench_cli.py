@@ -6,6 +6,7 @@ The measuring lives in :mod:`realtime.bench`; this module only builds the comman
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 import logging
 import sys
 
@@ -46,6 +47,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="run our model eagerly on CUDA")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile our model (cache under ~/.cache/realtime/inductor)")
+    p.add_argument("--streams", type=int, default=0, metavar="N",
+                   help="instead: run N synthetic live cameras through the real pipeline and report "
+                        "per-stream windows/s and newest-frame age (e.g. --streams 64 on a GPU)")
+    p.add_argument("--seconds", type=float, default=20.0, help="with --streams: how long to run")
+    p.add_argument("--max-batch", type=int, default=64, help="with --streams: inference.max_batch")
+    p.add_argument("--max-wait-ms", type=float, default=5.0, help="with --streams: inference.max_wait_ms")
     p.add_argument("--json", metavar="OUT", help="also write the results as JSON to OUT")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="warning")
     p.set_defaults(func=cmd_bench)
@@ -69,6 +76,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise ConfigError(f"--warmup must be >= 0, got {args.warmup}")
     if args.stride <= 0 or args.fps <= 0:
         raise ConfigError("--stride and --fps must be > 0")
+    if args.streams:
+        return _cmd_stream_bench(args, frames)
     opts = BenchOptions(model=args.model, device=args.device, dtype=args.dtype, batches=batches,
                         repeats=args.repeats, warmup=args.warmup, frames=frames, fps=args.fps,
                         stride=args.stride, cuda_graphs=args.cuda_graphs, preprocess=args.preprocess,
@@ -77,5 +86,21 @@ def cmd_bench(args: argparse.Namespace) -> int:
     print(format_table(result), flush=True)
     if args.json:
         write_json(result, args.json)
+        print(f"wrote {args.json}", flush=True)
+    return 0
+
+
+def _cmd_stream_bench(args: argparse.Namespace, frames: tuple[int, int]) -> int:
+    import json
+
+    from .stream_bench import format_stream_result, run_stream_bench
+
+    if args.streams < 1 or args.seconds <= 0 or args.max_batch < 1 or args.max_wait_ms < 0:
+        raise ConfigError("--streams, --seconds and --max-batch must be > 0, --max-wait-ms >= 0")
+    result = run_stream_bench(args.model, args.device, args.streams, args.seconds, args.fps, frames,
+                              args.stride, args.max_batch, args.max_wait_ms, args.preprocess)
+    print(format_stream_result(result), flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
         print(f"wrote {args.json}", flush=True)
     return 0

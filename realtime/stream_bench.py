@@ -1,0 +1,140 @@
+"""Many live streams through the real pipeline: does every stream get its windows, and how old
+is the newest frame of each classified window? (``realtime bench --streams N``)
+
+Each stream is a :class:`SyntheticCamera`: a live source delivering pre-made frames at a fixed
+rate, as a camera would (reading blocks until the next frame is due), so the frames cost nothing
+to make and the measurement is of capture, preprocessing, batching and the model.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from .config import load_config
+from .errors import SourceError
+from .sources import SourceInfo
+
+
+class SyntheticCamera:
+    """A live FrameSource cycling through ``frames`` at ``fps`` (no I/O, no decoding)."""
+
+    def __init__(self, name: str, frames: list[np.ndarray], fps: float) -> None:
+        self.info = SourceInfo("camera", name, name)
+        self.frames = frames
+        self._fps = fps
+        self._next = 0.0
+        self._i = 0
+        self._open = False
+
+    @property
+    def fps(self) -> float:
+        return self._fps
+
+    def open(self) -> None:
+        self._open = True
+        self._next = time.monotonic()
+
+    def read(self) -> tuple[np.ndarray, None]:
+        if not self._open:
+            raise SourceError(f"{self.info.name} is not open")
+        delay = self._next - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)   # a camera's read blocks until the next frame exists
+        self._next = max(self._next + 1.0 / self._fps, time.monotonic() - 1.0 / self._fps)
+        frame = self.frames[self._i % len(self.frames)]
+        self._i += 1
+        return frame, None
+
+    def close(self) -> None:
+        self._open = False
+
+
+def _classifier(model: str, device: str, workdir: Path) -> Any:
+    from .models import create_classifier
+    from .models.hf import HFVideoClassifier
+    if model.startswith("videomae-") and model.endswith("-random"):
+        from .bench import _random_videomae
+        net, processor = _random_videomae(model, seed=0)
+        net.save_pretrained(workdir / model)
+        processor.save_pretrained(workdir / model)
+        return HFVideoClassifier(str(workdir / model), device=device)
+    return create_classifier(model, device=device)
+
+
+def run_stream_bench(model: str, device: str, streams: int, seconds: float, fps: float,
+                     frame_size: tuple[int, int], stride: float, max_batch: int,
+                     max_wait_ms: float = 0.0, preprocess: str = "auto") -> dict[str, Any]:
+    """Run ``streams`` synthetic live cameras for ``seconds``; per-stream rates and frame ages."""
+    from .bench import synthetic_frames
+    from .pipeline import Pipeline
+
+    width, height = frame_size
+    frames = synthetic_frames(8, width, height)
+    cams = [SyntheticCamera(f"synthetic{i}", frames, fps) for i in range(streams)]
+    ages: dict[str, list[float]] = {}
+    lock = threading.Lock()
+
+    def on_event(event: dict[str, Any]) -> None:
+        if event["type"] == "prediction":
+            with lock:
+                ages.setdefault(event["stream"], []).append(event["latency_ms"])
+
+    with tempfile.TemporaryDirectory(prefix="realtime-bench-") as tmp:
+        clf = _classifier(model, device, Path(tmp))
+        cfg = load_config(None, ["sinks=[]", "run.log_level=warning", f"window.stride_seconds={stride}",
+                                 f"inference.max_batch={max_batch}", f"inference.max_wait_ms={max_wait_ms}",
+                                 f"inference.preprocess={preprocess}", "events.heartbeat_seconds=0"])
+        pipeline = Pipeline(cfg, classifier=clf, sources=cams, on_event=on_event)
+        pipeline.start()
+        warm = max(3.0, 1.5 * pipeline.streams[0].slot.spec.window_seconds)
+        try:
+            time.sleep(warm)                       # the first windows need a full window of frames
+            with lock:
+                for v in ages.values():
+                    v.clear()
+            t0 = time.monotonic()
+            pipeline.stop_event.wait(seconds)
+            elapsed = time.monotonic() - t0
+        finally:
+            pipeline.stop()
+        worker = pipeline.inference
+        names = [s.name for s in pipeline.streams]
+    with lock:
+        rates = {n: len(ages.get(n, [])) / elapsed for n in names}
+        all_ages = np.array([a for v in ages.values() for a in v]) if ages else np.zeros(0)
+    target = 1.0 / stride
+    return {
+        "model": model, "device": str(clf.device), "streams": streams, "fps": fps,
+        "frame_size": [width, height], "stride_seconds": stride, "max_batch": max_batch,
+        "seconds": round(elapsed, 2),
+        "windows_per_second_total": round(sum(rates.values()), 2),
+        "windows_per_second_per_stream": {"target": round(target, 3),
+                                          "min": round(min(rates.values()), 3),
+                                          "max": round(max(rates.values()), 3)},
+        "starved_streams": sum(1 for r in rates.values() if r < 0.5 * target),
+        "newest_frame_age_ms": {
+            "p50": round(float(np.percentile(all_ages, 50)), 1) if all_ages.size else None,
+            "p99": round(float(np.percentile(all_ages, 99)), 1) if all_ages.size else None,
+            "max": round(float(all_ages.max()), 1) if all_ages.size else None},
+        "batches": worker.batches if worker else 0,
+        "mean_batch": round(worker.windows / worker.batches, 2) if worker and worker.batches else None,
+    }
+
+
+def format_stream_result(r: dict[str, Any]) -> str:
+    age = r["newest_frame_age_ms"]
+    rate = r["windows_per_second_per_stream"]
+    return "\n".join([
+        f"{r['streams']} streams x {r['fps']:g} fps {r['frame_size'][0]}x{r['frame_size'][1]}, "
+        f"model {r['model']} on {r['device']}, {r['seconds']} s",
+        f"  windows/s: {r['windows_per_second_total']} total; per stream min {rate['min']} "
+        f"max {rate['max']} (target {rate['target']}); starved streams: {r['starved_streams']}",
+        f"  newest-frame age when classified: p50 {age['p50']} ms, p99 {age['p99']} ms, "
+        f"max {age['max']} ms; mean batch {r['mean_batch']}",
+    ])
