@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-import logging
-import sys
 
+from .cli_common import setup_logging
 from .errors import ConfigError
 
 
@@ -63,8 +62,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     """Run the benchmark, print the table, write --json."""
     from .bench import BenchOptions, format_table, parse_batches, parse_frames, run_bench, write_json
 
-    logging.basicConfig(level=getattr(logging, args.log_level.upper()), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    setup_logging(args.log_level)
     try:
         frames = parse_frames(args.frames)
         batches = parse_batches(args.batch) if args.batch else None

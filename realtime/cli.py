@@ -9,6 +9,7 @@ import sys
 from typing import Callable, Optional, Sequence
 
 from . import __version__
+from .cli_common import model_overrides, quote as _quote, setup_logging as _setup_logging
 from .config import Config, dump_config, load_config
 from .errors import ConfigError, RealtimeError
 from .bench_cli import add_parser as _add_bench
@@ -76,16 +77,6 @@ def resolve_run_config(args: argparse.Namespace) -> Config:
     return config
 
 
-def _quote(value: str) -> str:
-    """Keep a CLI value a plain string through the YAML parsing of --set values."""
-    return "'" + value.replace("'", "''") + "'"
-
-
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(level=getattr(logging, level.upper()), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", datefmt="%H:%M:%S")
-
-
 def _install_stop_handlers(stop: Callable[[], None]) -> None:
     def handler(signum: int, _frame: object) -> None:
         log.info("%s received: stopping (again to force)", signal.Signals(signum).name)
@@ -135,12 +126,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
         raise ConfigError(f"--top-k must be >= 1, got {args.top_k}")
     if args.stride is not None and args.stride <= 0:
         raise ConfigError(f"--stride must be > 0, got {args.stride}")
-    overrides = list(args.overrides)
-    if args.model is not None:
-        overrides.append(f"model.name={_quote(args.model)}")
-    if args.device is not None:
-        overrides.append(f"model.device={args.device}")
-    config = load_config(args.config, overrides)
+    config = load_config(args.config, model_overrides(args))
     _setup_logging(args.log_level or "warning")
     result = classify_file(args.file, config, stride=args.stride, progress=not args.no_progress)
     if args.json:

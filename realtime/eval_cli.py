@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 
+from .cli_common import model_overrides, setup_logging
 from .config import load_config
 from .errors import ConfigError
 
@@ -52,11 +52,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     return p
 
 
-def _quote(value: str) -> str:
-    """Keep a CLI value a plain string through the YAML parsing of --set values."""
-    return "'" + value.replace("'", "''") + "'"
-
-
 def cmd_eval(args: argparse.Namespace) -> int:
     """Run the evaluation; 0 whenever it ran, whatever the accuracy."""
     from .evaluate import evaluate, prepare_report_dir, write_report
@@ -67,15 +62,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise ConfigError(f"--stride must be > 0, got {args.stride}")
     if args.worst < 0:
         raise ConfigError(f"--worst must be >= 0, got {args.worst}")
-    overrides = list(args.overrides)
-    if args.model is not None:
-        overrides.append(f"model.name={_quote(args.model)}")
-    if args.device is not None:
-        overrides.append(f"model.device={args.device}")
-    config = load_config(args.config, overrides)
-    logging.basicConfig(level=getattr(logging, (args.log_level or "warning").upper()),
-                        stream=sys.stderr, datefmt="%H:%M:%S",
-                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    config = load_config(args.config, model_overrides(args))
+    setup_logging(args.log_level or "warning")
     if args.report is not None:
         prepare_report_dir(args.report)   # fail now rather than after the clips
     report = evaluate(args.data, config, labels_map=args.labels_map, stride=args.stride,

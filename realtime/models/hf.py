@@ -557,7 +557,7 @@ class HFVideoClassifier:
         """
         import torch
 
-        model = self._require_model()
+        self._require_model()
         x = np.asarray(clips)
         if x.ndim != 5 or x.shape[-1] != 3:
             raise ValueError(f"expected clips of shape (B, T, H, W, 3), got {x.shape}")

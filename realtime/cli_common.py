@@ -1,0 +1,28 @@
+"""Small pieces every command shares: logging set-up and config overrides from flags."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+
+def setup_logging(level: str) -> None:
+    """Log lines on stderr (stdout stays clean for --json and jsonl:-)."""
+    logging.basicConfig(level=getattr(logging, level.upper()), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", datefmt="%H:%M:%S")
+
+
+def quote(value: str) -> str:
+    """Keep a CLI value a plain string through the YAML parsing of --set values."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+def model_overrides(args: argparse.Namespace) -> list[str]:
+    """``--set`` overrides plus those that ``--model`` and ``--device`` stand for."""
+    overrides = list(getattr(args, "overrides", []) or [])
+    if getattr(args, "model", None) is not None:
+        overrides.append(f"model.name={quote(args.model)}")
+    if getattr(args, "device", None) is not None:
+        overrides.append(f"model.device={args.device}")
+    return overrides
