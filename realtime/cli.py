@@ -14,6 +14,7 @@ from .config import Config, dump_config, load_config
 from .errors import ConfigError, RealtimeError
 from .bench_cli import add_parser as _add_bench
 from .eval_cli import add_parser as _add_eval
+from .finetune_cli import add_parser as _add_finetune
 from .listen import add_parser as _add_listen
 from .sinks import parse_sink_spec
 from .sources import redact_text
@@ -196,6 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_listen(sub)
     _add_eval(sub)
     _add_bench(sub)
+    _add_finetune(sub)
     return parser
 
 

@@ -1,11 +1,13 @@
 """Model backends behind one ClipClassifier protocol, chosen by name.
 
-``i3d-kinetics400`` is the embedded offline model; any other name is a
-transformers checkpoint: a local directory or a Hugging Face hub id.
+``i3d-kinetics400`` is the embedded offline model; a directory with ``realtime_model.json``
+is an I3D fine-tuned by ``realtime finetune``; any other name is a transformers checkpoint:
+a local directory or a Hugging Face hub id.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Optional
 
 from .base import ClipClassifier
@@ -20,6 +22,9 @@ def create_classifier(name: str, *, device: str = "auto", dtype: str = "auto",
     if name == I3D_NAME:
         from .i3d import I3DClassifier
         return I3DClassifier(device=device, dtype=dtype, cache_dir=cache_dir)
+    if (Path(name).expanduser() / "realtime_model.json").is_file():   # `realtime finetune` output
+        from .finetuned import FineTunedI3DClassifier
+        return FineTunedI3DClassifier(name, device=device, dtype=dtype, cache_dir=cache_dir)
     from .hf import HFVideoClassifier
     return HFVideoClassifier(name, device=device, dtype=dtype)
 
