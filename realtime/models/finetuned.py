@@ -64,6 +64,7 @@ from .i3d import (
     _resolve_device,
     _resolve_dtype,
     load_flax,
+    validate_clips,
 )
 from .i3d_weights import PathLike, read_weights, weights_path
 
@@ -477,13 +478,7 @@ class FineTunedI3DClassifier:
         """uint8 (B, T, H, W, 3) RGB clips, (H, W) = ``input_spec.crop`` -> float32 (B, labels) probabilities."""
         if self._model is None:
             raise RuntimeError(f"{self.name}: call load() before predict()")
-        clips = np.asarray(clips)
-        crop = self.input_spec.crop
-        if clips.dtype != np.uint8 or clips.ndim != 5 or clips.shape[2:] != (*crop, 3):
-            raise ValueError(f"expected uint8 clips of shape (B, T, {crop[0]}, {crop[1]}, 3), "
-                             f"got {clips.dtype} {clips.shape}")
-        if clips.shape[1] < MIN_FRAMES:
-            raise ValueError(f"{self.name} needs at least {MIN_FRAMES} frames per clip, got {clips.shape[1]}")
+        clips = validate_clips(clips, self.input_spec.crop, self.name, MIN_FRAMES)
         x = torch.from_numpy(normalize(clips, self.input_spec)).permute(0, 4, 1, 2, 3)
         x = x.to(device=self.device, dtype=_DTYPES[self.dtype]).contiguous(memory_format=torch.channels_last_3d)
         with torch.inference_mode():

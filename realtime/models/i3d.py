@@ -343,6 +343,18 @@ def _resolve_dtype(dtype: str, device: str) -> str:
     return str(_DTYPES[dtype]).removeprefix("torch.")
 
 
+def validate_clips(clips: np.ndarray, crop: tuple[int, int], name: str,
+                   min_frames: int = MIN_FRAMES) -> np.ndarray:
+    """``clips`` as an array, checked: uint8 (B, T, crop_h, crop_w, 3) with T >= ``min_frames``."""
+    clips = np.asarray(clips)
+    if clips.dtype != np.uint8 or clips.ndim != 5 or clips.shape[2:] != (*crop, 3):
+        raise ValueError(f"expected uint8 clips of shape (B, T, {crop[0]}, {crop[1]}, 3), "
+                         f"got {clips.dtype} {clips.shape}")
+    if clips.shape[1] < min_frames:
+        raise ValueError(f"{name} needs at least {min_frames} frames per clip, got {clips.shape[1]}")
+    return clips
+
+
 class I3DClassifier:
     """Kinetics-400 I3D (RGB) behind the :class:`~realtime.models.base.ClipClassifier` protocol.
 
@@ -413,13 +425,7 @@ class I3DClassifier:
         """uint8 (B, T, 224, 224, 3) RGB clips -> float32 (B, 400) class probabilities."""
         if self._model is None:
             raise RuntimeError(f"{self.name}: call load() before predict()")
-        clips = np.asarray(clips)
-        crop = self.input_spec.crop
-        if clips.dtype != np.uint8 or clips.ndim != 5 or clips.shape[2:] != (*crop, 3):
-            raise ValueError(f"expected uint8 clips of shape (B, T, {crop[0]}, {crop[1]}, 3), "
-                             f"got {clips.dtype} {clips.shape}")
-        if clips.shape[1] < MIN_FRAMES:
-            raise ValueError(f"{self.name} needs at least {MIN_FRAMES} frames per clip, got {clips.shape[1]}")
+        clips = validate_clips(clips, self.input_spec.crop, self.name)
         x = torch.from_numpy(normalize(clips, self.input_spec))     # (B, T, H, W, 3) float32
         x = x.permute(0, 4, 1, 2, 3)                                # NCTHW, channels-last strides
         if clips.shape[1] == self.num_frames and self.fast is not None:
