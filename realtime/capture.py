@@ -106,10 +106,10 @@ class CaptureWorker:
         self.on_frame = on_frame           # raw BGR frames for sinks that draw on video
         self.stats = CaptureStats()
         self.error: Optional[BaseException] = None
-        # A daemon thread: a stalled camera can hold it inside a C call (open or
-        # read) for up to its timeout, and it owns nothing that must be flushed,
-        # so shutdown never waits on it longer than the join timeout.
-        self._worker = WorkerThread(self._run, f"capture-{stream}", daemon=True)
+        # A stalled camera can hold this thread inside a C call (open or read) for up to its
+        # timeout; it owns nothing that must be flushed, so shutdown never waits longer than
+        # the join timeout (WorkerThread is a daemon).
+        self._worker = WorkerThread(self._run, f"capture-{stream}")
         self._pacer: Optional[Pacer] = None
         self._loop_offset = 0.0
         self._last_media = 0.0

@@ -7,16 +7,19 @@ from typing import Callable, Optional
 
 
 class WorkerThread:
-    """Starts ``target`` on a named thread; join with a timeout; tells whether it still runs."""
+    """Starts ``target`` on a named thread; join with a timeout; tells whether it still runs.
 
-    def __init__(self, target: Callable[[], None], name: str, daemon: bool = False) -> None:
+    The thread is a daemon: its owner stops it and joins it with a timeout, and one stuck in
+    a C call (a stalled camera, a hung model) must not keep the process alive after that.
+    """
+
+    def __init__(self, target: Callable[[], None], name: str) -> None:
         self._target = target
         self.name = name
-        self.daemon = daemon
         self._thread: Optional[threading.Thread] = None
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._target, name=self.name, daemon=self.daemon)
+        self._thread = threading.Thread(target=self._target, name=self.name, daemon=True)
         self._thread.start()
 
     def join(self, timeout: float) -> bool:

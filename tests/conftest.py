@@ -19,6 +19,22 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_CLIPS = REPO.parent / "shared" / "clips"
 
 
+@pytest.fixture(autouse=True)
+def no_leaked_threads():
+    """Fail a test that leaves a non-daemon thread running: one of those keeps the test
+    process from ever exiting (it hung a CI run once)."""
+    before = set(threading.enumerate())
+    yield
+    deadline = time.monotonic() + 3.0
+    while True:
+        leaked = [t for t in threading.enumerate()
+                  if t not in before and t.is_alive() and not t.daemon]
+        if not leaked or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert not leaked, f"non-daemon threads still running after the test: {[t.name for t in leaked]}"
+
+
 def make_meta(index: int, ts: float) -> FrameMeta:
     return FrameMeta(index=index, ts=ts, captured_at=ts, wall=1_700_000_000.0 + ts)
 

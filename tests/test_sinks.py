@@ -1,5 +1,7 @@
 import io
 import json
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -65,18 +67,39 @@ def test_failing_and_hanging_sinks_do_not_stall_the_others():
     runners = [SinkRunner(s, queue_size=4) for s in (bad, stuck, good)]
     for r in runners:
         r.start()
-    for i in range(50):
+    try:
+        for i in range(50):
+            for r in runners:
+                r.offer(pred("x", i))  # never blocks, whatever the sinks do
+        assert runners[2].close(2.0)
+        seqs = [e["seq"] for e in good.events]
+        assert seqs == sorted(seqs) and seqs[-1] == 49          # in order, newest delivered
+        assert len(seqs) + runners[2].dropped == 50
+        assert runners[1].dropped >= 40                          # the hung sink's queue stays bounded
+        assert runners[0].close(2.0)                             # the failing one drains too ...
+        assert runners[0].errors >= 1 and "disk full" in runners[0].last_error   # ... counting errors
+    finally:
+        stuck.release.set()
         for r in runners:
-            r.offer(pred("x", i))  # never blocks, whatever the sinks do
-    runners[2].close(2.0)
-    seqs = [e["seq"] for e in good.events]
-    assert seqs == sorted(seqs) and seqs[-1] == 49          # in order, newest delivered
-    assert len(seqs) + runners[2].dropped == 50
-    assert runners[0].errors >= 1 and "disk full" in runners[0].last_error
-    assert runners[1].dropped >= 40
-    stuck.release.set()
-    assert runners[1].close(2.0)
-    runners[0].close(2.0)
+            r.close(2.0)
+
+
+def test_a_sink_that_never_returns_does_not_keep_the_process_alive():
+    """close() gives up after its timeout; the runner's thread must not block interpreter exit."""
+    code = (
+        "import threading, time\n"
+        "from realtime.sinks import SinkRunner\n"
+        "class Stuck:\n"
+        "    name = 'stuck'\n"
+        "    def open(self): pass\n"
+        "    def write(self, e): threading.Event().wait()\n"
+        "    def close(self): pass\n"
+        "r = SinkRunner(Stuck())\n"
+        "r.start(); r.offer({'type': 'x'}); time.sleep(0.2)\n"
+        "print('finished' if r.close(0.2) else 'abandoned')\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert run.returncode == 0 and run.stdout.strip() == "abandoned", run.stderr
 
 
 def test_close_delivers_everything_queued():

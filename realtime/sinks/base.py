@@ -100,7 +100,9 @@ class SinkRunner:
 
     def start(self) -> None:
         self.sink.open()
-        self._thread = threading.Thread(target=self._run, name=f"sink-{self.name}")
+        # A daemon: close() joins it with a timeout, and a sink that hangs past that must not
+        # keep the process alive after the pipeline has stopped.
+        self._thread = threading.Thread(target=self._run, name=f"sink-{self.name}", daemon=True)
         self._thread.start()
 
     def offer(self, event: dict[str, Any]) -> None:
