@@ -3,10 +3,14 @@
 The CPU path (:func:`realtime.preprocess.prepare_frame` once per frame, then
 :func:`realtime.preprocess.normalize` per window) costs about 0.65 ms of CPU per
 1280x720 frame and a float copy per window. On a GPU the same work is a handful
-of small kernels: each decoded uint8 frame is uploaded once (from a pinned host
-buffer, ``non_blocking``), resized, centre cropped, flipped BGR->RGB and
-normalised straight into a slot of a preallocated ``(capacity, 3, H, W)`` tensor
-in the model's dtype. A window is then one ``index_select`` of prepared slots.
+of small kernels: of each decoded uint8 frame only the rows and columns the resize
+reads are copied into a pinned host buffer and uploaded once (``non_blocking``),
+then resized, centre cropped, flipped BGR->RGB and normalised into a slot of a
+preallocated ``(capacity, 3, H, W)`` tensor in the model's dtype. A window is then
+one ``index_select`` of prepared slots. On CUDA the kernels after the upload are
+captured as one CUDA graph on the first frame of each size and replayed for every
+later one: launching a dozen small kernels from Python costs more host time than
+the GPU spends on them, and with dozens of cameras that host time is the limit.
 
 Numerics: the resampling is an integer re-implementation of the two CPU kernels,
 so the uint8 RGB crop it produces is the one the CPU path produces:
@@ -51,8 +55,9 @@ from __future__ import annotations
 import logging
 import math
 import threading
-from dataclasses import dataclass
-from typing import Callable, Optional, Sequence, Union
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from typing import Callable, Iterator, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -70,6 +75,34 @@ _CV2_COEF_SCALE = 1 << _CV2_COEF_BITS   # OpenCV's INTER_RESIZE_COEF_SCALE
 _BICUBIC_A = -0.5                       # torch's (and PIL's) antialiased bicubic coefficient
 
 DeviceLike = Union[str, torch.device]
+
+
+CUDA_GRAPH_CAPTURE_LOCK = threading.RLock()
+"""Held while any CUDA graph of this process is being captured, and around every device-wide
+synchronize. torch registers its random number generators with a graph as its capture begins,
+so two captures overlapping in different threads (a ring per camera, the model's batches) fail;
+a device-wide synchronize in one thread invalidates a capture running in another; and a failed
+graph's destructor can abort the process."""
+
+_FAILED_CAPTURES: list = []     # graphs whose capture failed, kept alive: destroying one can abort
+
+
+def device_synchronize(device: DeviceLike) -> None:
+    """``torch.cuda.synchronize(device)``, never while another thread captures a CUDA graph."""
+    with CUDA_GRAPH_CAPTURE_LOCK:
+        torch.cuda.synchronize(device)
+
+
+@contextmanager
+def exclusive_capture(graph: "torch.cuda.CUDAGraph") -> Iterator[None]:
+    """Capture ``graph`` inside this block alone (:data:`CUDA_GRAPH_CAPTURE_LOCK`); if the capture
+    fails, the graph is kept alive rather than destroyed, and the error goes on."""
+    with CUDA_GRAPH_CAPTURE_LOCK:
+        try:
+            yield
+        except BaseException:
+            _FAILED_CAPTURES.append(graph)
+            raise
 
 
 class StaleFrameError(LookupError):
@@ -220,6 +253,15 @@ class ResizePlan:
     col_slice: tuple[int, int]         # for identity columns / area2x: [start, stop) in source columns
     row_slice: tuple[int, int]
 
+    def cropped_to_reads(self) -> "ResizePlan":
+        """The same plan for a frame already cut to ``rows`` x ``cols`` (the only pixels it reads):
+        what is uploaded to the GPU is that part of the frame, not all of it."""
+        r0, q0 = self.rows[0], self.cols[0]
+        return replace(self, src_size=(self.rows[1] - r0 + 1, self.cols[1] - q0 + 1),
+                       rows=(0, self.rows[1] - r0), cols=(0, self.cols[1] - q0),
+                       col_slice=(self.col_slice[0] - q0, self.col_slice[1] - q0),
+                       row_slice=(self.row_slice[0] - r0, self.row_slice[1] - r0))
+
 
 def make_plan(height: int, width: int, spec: InputSpec, device: DeviceLike) -> ResizePlan:
     """The :class:`ResizePlan` for (height, width) frames under ``spec``, tensors on ``device``."""
@@ -364,11 +406,12 @@ class FramePreprocessor:
             logger.debug("device resize plan for %dx%d frames: %s", width, height, plan.mode)
         return plan
 
-    def rgb_int(self, bgr_hwc: torch.Tensor) -> torch.Tensor:
-        """(H, W, 3) uint8 BGR on the device -> (3, ch, cw) int32 RGB."""
+    def rgb_int(self, bgr_hwc: torch.Tensor, plan: Optional[ResizePlan] = None) -> torch.Tensor:
+        """(H, W, 3) uint8 BGR on the device -> (3, ch, cw) int32 RGB (``plan``: one made for it)."""
         if bgr_hwc.ndim != 3 or bgr_hwc.shape[2] != 3 or bgr_hwc.dtype != torch.uint8:
             raise ValueError(f"expected an (H, W, 3) uint8 BGR frame, got {tuple(bgr_hwc.shape)} {bgr_hwc.dtype}")
-        plan = self.plan(bgr_hwc.shape[0], bgr_hwc.shape[1])
+        if plan is None:
+            plan = self.plan(bgr_hwc.shape[0], bgr_hwc.shape[1])
         return resize_crop(bgr_hwc.permute(2, 0, 1), plan).flip(0)
 
     def rgb_uint8(self, bgr_hwc: torch.Tensor) -> torch.Tensor:
@@ -394,9 +437,9 @@ class FramePreprocessor:
         return x if dtype == torch.float32 else x.to(dtype)
 
     def normalized(self, bgr_hwc: torch.Tensor, dtype: torch.dtype = torch.float32,
-                   out: Optional[torch.Tensor] = None) -> torch.Tensor:
+                   out: Optional[torch.Tensor] = None, plan: Optional[ResizePlan] = None) -> torch.Tensor:
         """(H, W, 3) uint8 BGR -> (3, ch, cw) normalised RGB in ``dtype`` (into ``out`` if given)."""
-        return self.normalize(self.rgb_int(bgr_hwc), dtype, out)
+        return self.normalize(self.rgb_int(bgr_hwc, plan), dtype, out)
 
 
 # --------------------------------------------------------------------------- ring
@@ -408,7 +451,8 @@ class DeviceFrameRing:
     Writer (one capture thread): :meth:`put` (into a given slot) or :meth:`push` (next
     slot, round robin; returns it). Reader (the inference thread): :meth:`gather`,
     which assembles windows by index. On CUDA the upload goes through a small pool of
-    pinned staging buffers (``staging``, reused once their copy has finished) and all
+    pinned staging buffers (``staging``, reused once their copy has finished), the
+    preprocessing is a replayed CUDA graph (``cuda_graphs=False``: eager kernels) and all
     work runs on the ring's own stream; see the module docstring for the ordering.
 
     Slot lifetime: a slot is reused after ``capacity`` further pushes. Every write gets a
@@ -422,7 +466,7 @@ class DeviceFrameRing:
     """
 
     def __init__(self, capacity: int, spec: InputSpec, device: DeviceLike = "cuda",
-                 dtype: torch.dtype = torch.float32, *, staging: int = 3) -> None:
+                 dtype: torch.dtype = torch.float32, *, staging: int = 3, cuda_graphs: bool = True) -> None:
         if capacity < 1:
             raise ValueError(f"capacity must be >= 1, got {capacity}")
         self.spec = spec
@@ -442,10 +486,21 @@ class DeviceFrameRing:
         self._stream: Optional[torch.cuda.Stream] = None
         self._ready: list[Optional[torch.cuda.Event]] = [None] * self.capacity
         self._consumed: Optional[torch.cuda.Event] = None
+        # CUDA: pinned host buffers (reused once their upload has finished), one device copy of
+        # the part of the frame the resize reads, the prepared frame, and the graph between them.
+        self.cuda_graphs = bool(cuda_graphs)
         self._staging_count = max(1, int(staging))
-        self._staging: list[torch.Tensor] = []
-        self._staging_done: list[Optional[torch.cuda.Event]] = []
+        self._staged_size: Optional[tuple[int, int]] = None
+        self._roi = (0, 0, 0, 0)
+        self._roi_plan: Optional[ResizePlan] = None
+        self._host: list[torch.Tensor] = []
+        self._host_np: list[np.ndarray] = []
+        self._host_done: list[Optional[torch.cuda.Event]] = []
         self._staging_next = 0
+        self._device_in: Optional[torch.Tensor] = None
+        self._prepared: Optional[torch.Tensor] = None
+        self._graph: Optional[torch.cuda.CUDAGraph] = None
+        self._graph_tries = 0
         if self._cuda:
             self._stream = torch.cuda.Stream(self.device)
             self._stream.wait_stream(torch.cuda.current_stream(self.device))   # after the zero fill
@@ -457,31 +512,91 @@ class DeviceFrameRing:
     # ------------------------------------------------------------------ writer
 
     def _upload(self, bgr: np.ndarray) -> torch.Tensor:
-        """The frame as an (H, W, 3) uint8 tensor on the device (async on CUDA)."""
-        if not self._cuda:
-            if not (bgr.flags.writeable and bgr.flags.c_contiguous):
-                bgr = np.array(bgr, order="C", copy=True)
-            return torch.from_numpy(bgr).to(self.device)
-        if not self._staging or tuple(self._staging[0].shape) != bgr.shape:
-            for event in self._staging_done:   # frames of another size: let the old copies finish
-                if event is not None:
-                    event.synchronize()
-            self._staging = [torch.empty(bgr.shape, dtype=torch.uint8, pin_memory=True)
-                             for _ in range(self._staging_count)]
-            self._staging_done = [None] * self._staging_count
-            self._staging_next = 0
+        """CPU rings: the frame as an (H, W, 3) uint8 tensor."""
+        if not (bgr.flags.writeable and bgr.flags.c_contiguous):
+            bgr = np.array(bgr, order="C", copy=True)
+        return torch.from_numpy(bgr).to(self.device)
+
+    def _stage(self, height: int, width: int) -> None:
+        """Buffers for frames of a new size: pinned host buffers for the part of the frame the
+        resize reads, its device copy and the prepared output; any old graph is dropped."""
+        for event in self._host_done:          # let uploads from the old buffers finish
+            if event is not None:
+                event.synchronize()
+        full = self.preprocessor.plan(height, width)
+        self._roi = (full.rows[0], full.rows[1] + 1, full.cols[0], full.cols[1] + 1)
+        self._roi_plan = full.cropped_to_reads()
+        shape = (*self._roi_plan.src_size, 3)
+        self._host = [torch.empty(shape, dtype=torch.uint8, pin_memory=True) for _ in range(self._staging_count)]
+        self._host_np = [h.numpy() for h in self._host]
+        self._host_done = [None] * self._staging_count
+        self._device_in = torch.empty(shape, dtype=torch.uint8, device=self.device)
+        self._prepared = torch.empty((3, *self.spec.crop), dtype=self.dtype, device=self.device)
+        self._graph = None
+        self._graph_tries = 0
+        self._staged_size = (height, width)
+
+    def _prepare_from_device_in(self) -> None:
+        self.preprocessor.normalized(self._device_in, self.dtype, out=self._prepared, plan=self._roi_plan)
+
+    def _capture(self) -> None:
+        """Record the preprocessing kernels as one CUDA graph (after they have run once eagerly)."""
+        self._graph_tries += 1
+        assert self._stream is not None
+        capture_stream = torch.cuda.Stream(self.device)
+        capture_stream.wait_stream(self._stream)
+        graph = torch.cuda.CUDAGraph()
+        try:
+            with exclusive_capture(graph), torch.cuda.stream(capture_stream):
+                graph.capture_begin(capture_error_mode="thread_local")
+                try:
+                    self._prepare_from_device_in()
+                finally:
+                    graph.capture_end()
+        except RuntimeError as exc:
+            self.cuda_graphs = False
+            logger.warning("frame preprocessing runs without a CUDA graph (capture failed: %s)", exc)
+            return
+        self._stream.wait_stream(capture_stream)
+        self._graph = graph
+
+    def _stage_host(self, bgr: np.ndarray) -> int:
+        """Copy what the resize reads of ``bgr`` into a free pinned buffer; returns which one."""
+        if self._staged_size != bgr.shape[:2]:
+            with CUDA_GRAPH_CAPTURE_LOCK:
+                self._stage(bgr.shape[0], bgr.shape[1])
         k = self._staging_next
         self._staging_next = (k + 1) % self._staging_count
-        done = self._staging_done[k]
+        done = self._host_done[k]
         if done is not None:
             done.synchronize()          # its previous upload has finished: the host buffer is free
-        host = self._staging[k]
-        np.copyto(host.numpy(), bgr)
-        device_frame = host.to(self.device, non_blocking=True)
-        event = torch.cuda.Event()
-        event.record(torch.cuda.current_stream(self.device))
-        self._staging_done[k] = event
-        return device_frame
+        r0, r1, q0, q1 = self._roi
+        np.copyto(self._host_np[k], bgr[r0:r1, q0:q1])
+        return k
+
+    def _enqueue(self, k: int, slot: int) -> None:
+        """Upload pinned buffer ``k`` and prepare it into ``slot``, on the ring's stream.
+
+        Runs under :data:`CUDA_GRAPH_CAPTURE_LOCK`: torch hands out streams from a small
+        shared pool, so with many rings another ring's stream, or a graph's capture
+        stream, can be this very stream, and work queued on a stream while it is being
+        captured breaks the capture."""
+        assert self._stream is not None and self._prepared is not None and self._device_in is not None
+        with CUDA_GRAPH_CAPTURE_LOCK, torch.cuda.stream(self._stream):
+            if self._consumed is not None:
+                self._stream.wait_event(self._consumed)   # earlier gathers have read their slots
+            self._device_in.copy_(self._host[k], non_blocking=True)
+            if self._graph is not None:
+                self._graph.replay()
+            else:
+                self._prepare_from_device_in()
+                if self.cuda_graphs and self._graph_tries == 0:
+                    self._capture()
+            self.frames[slot].copy_(self._prepared)
+            ready = torch.cuda.Event()
+            ready.record(self._stream)
+        self._ready[slot] = ready
+        self._host_done[k] = ready
 
     def put(self, slot: int, bgr: np.ndarray) -> int:
         """Prepare the (H, W, 3) uint8 BGR frame ``bgr`` into ``slot``; returns the write's sequence number."""
@@ -493,15 +608,7 @@ class DeviceFrameRing:
             if not self._cuda:
                 self.preprocessor.normalized(self._upload(bgr), self.dtype, out=self.frames[slot])
                 return self._wrote(slot)
-            assert self._stream is not None
-            with torch.cuda.stream(self._stream):
-                if self._consumed is not None:
-                    self._stream.wait_event(self._consumed)   # earlier gathers have read their slots
-                frame = self._upload(bgr)
-                self.preprocessor.normalized(frame, self.dtype, out=self.frames[slot])
-                ready = torch.cuda.Event()
-                ready.record(self._stream)
-                self._ready[slot] = ready
+            self._enqueue(self._stage_host(bgr), slot)
             return self._wrote(slot)
 
     def _wrote(self, slot: int) -> int:
@@ -537,9 +644,9 @@ class DeviceFrameRing:
             if self._cuda:
                 # Rare (the source's frame rate went up): finish everything in flight, so the
                 # old tensor is neither being written nor read when it is freed.
-                torch.cuda.synchronize(self.device)
+                device_synchronize(self.device)
                 frames[: self.capacity].copy_(self.frames)
-                torch.cuda.synchronize(self.device)
+                device_synchronize(self.device)
                 self._ready += [None] * (capacity - self.capacity)
             else:
                 frames[: self.capacity].copy_(self.frames)
@@ -578,12 +685,13 @@ class DeviceFrameRing:
                     raise StaleFrameError(f"{int(np.count_nonzero(held != expected))} of {flat.numel()} slots "
                                           "were rewritten since their handle was taken")
             frames = self.frames
-            ready = [self._ready[s] for s in set(flat.tolist())] if self._cuda else []
-            if self._cuda:
-                stream = torch.cuda.current_stream(self.device)
-                for event in ready:
-                    if event is not None:
-                        stream.wait_event(event)
+            if self._cuda and flat.numel():
+                # Writes run in order on the ring's stream: waiting for the newest of these
+                # slots' writes waits for all of them.
+                newest = int(flat[int(np.argmax(self._sequence[flat.numpy()]))])
+                event = self._ready[newest]
+                if event is not None:
+                    torch.cuda.current_stream(self.device).wait_event(event)
             index = flat.to(self.device, non_blocking=True) if self._cuda else flat
             target = None if out is None else out.view(-1, 3, ch, cw)
             result = torch.index_select(frames, 0, index, out=target) if target is not None \

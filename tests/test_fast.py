@@ -239,9 +239,10 @@ def test_cuda_graphs_match_eager() -> None:  # pragma: no cover - GPU machines o
     model = tiny_videomae()
     x = windows(3)
     eager_model = copy.deepcopy(model)
-    eager = FastModel(eager_model, hf_forward(eager_model), INPUT_SHAPE, device="cuda", cuda_graphs=False)
+    eager = FastModel(eager_model, hf_forward(eager_model), INPUT_SHAPE, device="cuda", dtype="auto",
+                      cuda_graphs=False)
     graphed_model = copy.deepcopy(model)
-    graphed = FastModel(graphed_model, hf_forward(graphed_model), INPUT_SHAPE, device="cuda")
+    graphed = FastModel(graphed_model, hf_forward(graphed_model), INPUT_SHAPE, device="cuda", dtype="auto")
     assert graphed.cuda_graphs and graphed.dtype == fast_dtype("cuda")
     assert graphed_model.videomae.embeddings.position_embeddings.device.type == "cuda"
     graphed.warmup((1, 3))

@@ -250,3 +250,86 @@ def test_cuda_ring_equals_cpu() -> None:  # pragma: no cover - runs on GPU machi
         slots = [ring16.push(f) for f in frames]
         expected = torch.from_numpy(cpu_window(frames, spec)).to(torch.bfloat16)
         assert torch.equal(ring16.gather(slots).cpu(), expected)
+
+
+@pytest.mark.parametrize("spec_name", sorted(SPECS))
+def test_plan_for_only_the_pixels_it_reads(spec_name: str) -> None:
+    """The GPU ring uploads only the rows and columns the resize reads: same result."""
+    pre = FramePreprocessor(SPECS[spec_name], "cpu")
+    for frame in synthetic_frames()[:6]:
+        try:
+            plan = pre.plan(*frame.shape[:2])
+        except ValueError:       # crop larger than the resized frame
+            continue
+        part = frame[plan.rows[0]:plan.rows[1] + 1, plan.cols[0]:plan.cols[1] + 1]
+        assert part.size <= frame.size
+        got = pre.normalized(torch.from_numpy(np.ascontiguousarray(part)), plan=plan.cropped_to_reads())
+        assert torch.equal(got, pre.normalized(torch.from_numpy(frame)))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_ring_replays_its_graph_frame_after_frame() -> None:  # pragma: no cover - GPU machines only
+    """Many frames of one size: uploaded through the rotating pinned buffers and prepared by the
+    captured graph; every slot still holds exactly its own frame."""
+    rng = np.random.default_rng(11)
+    base = cv2.resize(rng.integers(0, 256, (45, 80, 3), dtype=np.uint8), (1280, 720))
+    frames = [np.clip(base.astype(np.int16) + rng.integers(-40, 40, base.shape), 0, 255).astype(np.uint8)
+              for _ in range(10)]
+    for name in ("videomae-224", "i3d"):
+        spec = SPECS[name]
+        ring = DeviceFrameRing(6, spec, "cuda", torch.float32)
+        handles = [ring.push_handle(f) for f in frames]
+        assert ring._graph is not None                      # the replayed path really ran
+        last = np.stack(handles[-6:])
+        got = ring.gather(last[:, 0], sequences=last[:, 1]).cpu().numpy()
+        np.testing.assert_allclose(got, cpu_window(frames[-6:], spec), rtol=0, atol=NORMALIZED_BOUND)
+        eager = DeviceFrameRing(6, spec, "cuda", torch.float32, cuda_graphs=False)
+        slots = [eager.push(f) for f in frames[-6:]]
+        assert eager._graph is None and torch.equal(eager.gather(slots).cpu(), torch.from_numpy(got))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_rings_capture_in_many_threads_at_once() -> None:  # pragma: no cover - GPU machines only
+    """One ring per camera thread, all capturing their graphs at the same moment, while another
+    thread synchronizes the device (overlapping captures once aborted the process, and a
+    device-wide synchronize invalidates a capture running in another thread)."""
+    import threading
+    spec = SPECS["videomae-224"]
+    rng = np.random.default_rng(3)
+    frames = [rng.integers(0, 256, (720, 1280, 3), dtype=np.uint8) for _ in range(4)]
+    # 40 rings: more streams than torch's pool of 32 holds, so rings share streams (as with
+    # dozens of cameras) and a capture's stream is another ring's.
+    rings = [DeviceFrameRing(4, spec, "cuda", torch.float32) for _ in range(40)]
+    start = threading.Barrier(len(rings))
+    errors = []
+
+    def feed(ring):
+        try:
+            start.wait()
+            for f in frames:
+                ring.push(f)
+        except Exception as exc:       # reported below
+            errors.append(exc)
+
+    from realtime.gpu import device_synchronize
+    stop = threading.Event()
+
+    def synchronize_meanwhile():      # as the model's warm-up and a growing ring do
+        while not stop.is_set():
+            device_synchronize("cuda")
+
+    syncer = threading.Thread(target=synchronize_meanwhile)
+    threads = [threading.Thread(target=feed, args=(r,)) for r in rings]
+    syncer.start()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    stop.set()
+    syncer.join(10)
+    assert not errors, errors
+    expected = cpu_window(frames, spec)
+    for ring in rings:
+        assert ring._graph is not None
+        np.testing.assert_allclose(ring.gather([0, 1, 2, 3]).cpu().numpy(), expected, rtol=0,
+                                   atol=NORMALIZED_BOUND)

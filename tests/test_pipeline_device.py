@@ -4,6 +4,7 @@ same windows, same probabilities as the OpenCV path."""
 from __future__ import annotations
 
 import pytest
+import torch
 
 from realtime.config import load_config
 from realtime.models.hf import HFVideoClassifier
@@ -48,3 +49,22 @@ def test_auto_uses_the_cpu_path_on_a_cpu_model(tiny, tmp_path):
     video = write_video(tmp_path / "v.mp4", frames=70, fps=30.0)
     p, rows = run(tiny, video, "auto")
     assert p.streams[0].slot.device_ring is None and rows
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_pipeline_matches_the_cpu_pipeline(tiny, tmp_path):  # pragma: no cover - GPU machines only
+    """The whole GPU path (device ring on CUDA, bf16, CUDA graphs) against the CPU path in fp32."""
+    video = write_video(tmp_path / "v.mp4", frames=120, fps=30.0, size=(320, 240),
+                        color_of=lambda i: ((i * 5) % 256, (i * 11) % 256, 128))
+    _, cpu = run(tiny, video, "cpu")
+    rows = []
+    clf = HFVideoClassifier(str(tiny), device="cuda")
+    cfg = load_config(None, ["sinks=[]", "run.log_level=warning", f"source.uri={video}",
+                             "source.pace=fast", "window.stride_seconds=0.5", "inference.preprocess=auto"])
+    p = Pipeline(cfg, classifier=clf, on_prediction=lambda pred, probs: rows.append((pred, probs)))
+    p.run()
+    assert p.streams[0].slot.device_ring is not None and clf.fast.cuda_graphs
+    assert len(rows) == len(cpu) >= 3
+    for (pa, a), (pb, b) in zip(cpu, rows):
+        assert pa.frame_indices == pb.frame_indices
+        assert abs(a - b).max() < 0.05, abs(a - b).max()          # bf16 against fp32

@@ -39,6 +39,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..gpu import CUDA_GRAPH_CAPTURE_LOCK, device_synchronize, exclusive_capture
+
 logger = logging.getLogger(__name__)
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
@@ -324,6 +326,12 @@ class FastModel:
             return torch.zeros((batch, *self.input_shape), dtype=self.dtype, device=self.device)
 
     def _capture(self, batch: int) -> _Graph:
+        # The lock for all of it: the side and capture streams come from torch's shared pool and
+        # can be a frame ring's stream, which must not queue work while this captures.
+        with CUDA_GRAPH_CAPTURE_LOCK:
+            return self._capture_locked(batch)
+
+    def _capture_locked(self, batch: int) -> _Graph:
         static_in = self._new_input(batch)
         current = torch.cuda.current_stream(self.device)
         side = torch.cuda.Stream(self.device)
@@ -332,14 +340,15 @@ class FastModel:
             for _ in range(self.warmup_iters):   # cuBLAS/cuDNN handles, autotuning, compilation
                 self._fn(static_in)
         current.wait_stream(side)
-        torch.cuda.synchronize(self.device)
+        device_synchronize(self.device)
         if self._pool is None:
             self._pool = torch.cuda.graph_pool_handle()
         graph = torch.cuda.CUDAGraph()
-        # thread_local: capture threads may keep uploading frames (other streams) meanwhile.
-        with torch.cuda.graph(graph, pool=self._pool, capture_error_mode="thread_local"):
+        # thread_local: capture threads may keep uploading frames (other streams) meanwhile;
+        # exclusive_capture keeps this capture from overlapping theirs.
+        with exclusive_capture(graph), torch.cuda.graph(graph, pool=self._pool, capture_error_mode="thread_local"):
             static_out = self._fn(static_in)
-        torch.cuda.synchronize(self.device)
+        device_synchronize(self.device)
         logger.info("captured a CUDA graph for batch %d", batch)
         return _Graph(batch, graph, static_in, static_out)
 
@@ -408,7 +417,7 @@ class FastModel:
             x.zero_()
             self.logits(x)
         if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+            device_synchronize(self.device)
 
 
 def _module_dtype(module: nn.Module) -> torch.dtype:
