@@ -437,9 +437,9 @@ class EvalResult:
     clip_accuracy: float
     confusion: list[list[int]]          # [true][predicted], clip level
 
-    def key(self) -> tuple[float, float, float]:
-        """Larger is better: clip accuracy, then window accuracy, then lower loss."""
-        return (self.clip_accuracy, self.window_accuracy, -self.loss)
+    def key(self) -> tuple[float, float]:
+        """Larger is better: clip accuracy, then window accuracy."""
+        return (self.clip_accuracy, self.window_accuracy)
 
 
 @dataclass
@@ -493,6 +493,7 @@ class _Learner:
     state: Callable[[], dict[str, torch.Tensor]]
     restore: Callable[[dict[str, torch.Tensor]], None]
     frozen_eval: list[nn.Module] = field(default_factory=list)  # kept in eval() while training
+    penalty: Optional[Callable[[], torch.Tensor]] = None       # added to the loss (e.g. an L2 term)
 
 
 def _evaluate(learner: _Learner, num_classes: int) -> Optional[EvalResult]:
@@ -525,8 +526,10 @@ def _evaluate(learner: _Learner, num_classes: int) -> Optional[EvalResult]:
 def _fit(learner: _Learner, opts: FineTuneOptions, num_classes: int,
          device: torch.device) -> tuple[int, int, Optional[EvalResult], list[dict[str, float]]]:
     """Train with AdamW (warm-up then cosine decay), keep the best epoch by validation
-    accuracy, stop after ``opts.patience`` epochs without improvement (Ctrl-C stops too,
-    keeping the best so far). Returns (best_epoch, epochs_run, best_eval, history)."""
+    accuracy (clips, then windows; a tie goes to the later, longer-trained epoch: with a
+    handful of validation clips the accuracy saturates early, and the validation loss is
+    too noisy to pick an epoch), stop after ``opts.patience`` epochs below the best (Ctrl-C
+    stops too, keeping the best so far). Returns (best_epoch, epochs_run, best_eval, history)."""
     optimizer = torch.optim.AdamW(learner.param_groups, weight_decay=opts.weight_decay)
     total = max(1, opts.epochs * learner.steps_per_epoch)
     warmup = min(learner.steps_per_epoch, total // 10 + 1)
@@ -538,7 +541,7 @@ def _fit(learner: _Learner, opts: FineTuneOptions, num_classes: int,
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     history: list[dict[str, float]] = []
-    best_key: Optional[tuple[float, float, float]] = None
+    best_key: Optional[tuple[float, ...]] = None
     best_eval: Optional[EvalResult] = None
     best_state: Optional[dict[str, torch.Tensor]] = None
     best_epoch, stale, epoch = 0, 0, 0
@@ -558,8 +561,9 @@ def _fit(learner: _Learner, opts: FineTuneOptions, num_classes: int,
                 y = y.to(device)
                 logits = learner.forward(x).float()
                 loss = F.cross_entropy(logits, y, label_smoothing=opts.label_smoothing)
+                total_loss = loss if learner.penalty is None else loss + learner.penalty()
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                total_loss.backward()
                 optimizer.step()
                 scheduler.step()
                 loss_sum += loss.item() * len(y)
@@ -573,8 +577,8 @@ def _fit(learner: _Learner, opts: FineTuneOptions, num_classes: int,
                 row.update(val_loss=round(ev.loss, 4), val_accuracy=round(ev.clip_accuracy, 4),
                            val_window_accuracy=round(ev.window_accuracy, 4))
             history.append(row)
-            key = ev.key() if ev is not None else (float(epoch), 0.0, 0.0)   # no validation: the last epoch
-            if best_key is None or key > best_key:
+            key = ev.key() if ev is not None else (float(epoch),)   # no validation: the last epoch
+            if best_key is None or key >= best_key:
                 best_key, best_eval, best_epoch, stale = key, ev, epoch, 0
                 best_state = {k: v.detach().clone() for k, v in learner.state().items()}
             else:
@@ -587,7 +591,7 @@ def _fit(learner: _Learner, opts: FineTuneOptions, num_classes: int,
                                                       "best": f"{best_key[0]:.3f}@{best_epoch}"}))
             bar.update(1)
             if ev is not None and stale >= opts.patience:
-                logger.info("no improvement for %d epochs: stopping early (best: epoch %d)", stale, best_epoch)
+                logger.info("%d epochs below the best: stopping early (best: epoch %d)", stale, best_epoch)
                 break
     except KeyboardInterrupt:
         if best_state is None:
@@ -781,6 +785,28 @@ def _resolve_mode(opts: FineTuneOptions, device: torch.device) -> tuple[str, Opt
     return "cached", opts.split
 
 
+NORMALIZATION_VIEWS = 256
+"""Training views whose features set the head's input standardisation (all of them when cached)."""
+
+
+@torch.no_grad()
+def _fit_normalization(model: Any, batches: Iterable[tuple[torch.Tensor, Optional[torch.Tensor]]]) -> None:
+    """Set ``model.head``'s input standardisation from the pooled features of ``batches``
+    (outputs of ``model.features``), run through the (still untrained) top part."""
+    was_training = model.training
+    model.eval()
+    pooled: list[torch.Tensor] = []
+    motions: list[torch.Tensor] = []
+    for stem, motion in batches:
+        c5, m = model.head_inputs(stem, motion)
+        pooled.append(c5.float().mean(dim=(2, 3, 4)).cpu())
+        if m is not None:
+            motions.append(m.float().mean(dim=(2, 3, 4)).cpu())
+    if pooled:
+        model.head.set_normalization(torch.cat(pooled), torch.cat(motions) if motions else None)
+    model.train(was_training)
+
+
 def _finetune_i3d(dataset: Dataset, train_idx: list[int], val_idx: list[int], out: Path,
                   opts: FineTuneOptions, device: torch.device) -> FineTuneResult:
     from .models.finetuned import FineTunedI3D, HeadConfig, Manifest, write_model
@@ -791,7 +817,7 @@ def _finetune_i3d(dataset: Dataset, train_idx: list[int], val_idx: list[int], ou
     fps = num_frames / window
     mode, split = _resolve_mode(opts, device)
     torch.manual_seed(opts.seed)
-    head = HeadConfig(opts.head, opts.hidden, opts.dropout)
+    head = HeadConfig(kind=opts.head, hidden=opts.hidden, dropout=opts.dropout)
     model = FineTunedI3D(len(dataset.labels), split, head)
     try:
         model.load_kinetics(read_weights(weights_path(download=True)))
@@ -838,12 +864,15 @@ def _finetune_i3d(dataset: Dataset, train_idx: list[int], val_idx: list[int], ou
         def forward_cached(x: tuple[torch.Tensor, Optional[torch.Tensor]]) -> torch.Tensor:
             return model.forward_features(*x)
 
+        _fit_normalization(model, (train_set.batch(idx, device) for idx in
+                                   _batches(len(train_set), 32, gen, shuffle=False)))
+
         learner = _Learner(
             modules=[model.top, model.head], param_groups=groups, train_batches=train_batches,
             steps_per_epoch=math.ceil(len(train_set) / opts.batch_size), forward=forward_cached,
             val_batches=val_batches if val_set is not None else None,
             state=lambda: {k: v for k, v in model.state_dict().items() if k.startswith(("top.", "head."))},
-            restore=lambda s: model.load_state_dict(s, strict=False))
+            restore=lambda s: model.load_state_dict(s, strict=False), penalty=model.head.penalty)
     else:
         seconds_features = 0.0
         train_ds = _ViewDataset(train_clips, spec, num_frames, fps, aug, opts.seed)
@@ -864,11 +893,21 @@ def _finetune_i3d(dataset: Dataset, train_idx: list[int], val_idx: list[int], ou
             for views, labels, clips in _loader(val_ds, opts.batch_size, False, opts.workers, opts.seed):
                 yield _to_input(views, spec, device, "i3d"), labels, clips
 
+        def first_views() -> Iterator[tuple[torch.Tensor, Optional[torch.Tensor]]]:
+            train_ds.epoch = 0
+            for i, (views, _, _) in enumerate(_loader(train_ds, opts.batch_size, True, opts.workers, opts.seed)):
+                if i * opts.batch_size >= NORMALIZATION_VIEWS:
+                    break
+                with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
+                    yield model.features(_to_input(views, spec, device, "i3d"))
+
+        _fit_normalization(model, first_views())
         learner = _Learner(
             modules=[model], param_groups=groups, train_batches=train_batches,
             steps_per_epoch=math.ceil(len(train_ds) / opts.batch_size), forward=forward,
             val_batches=val_batches if val_clips else None,
-            state=lambda: dict(model.state_dict()), restore=lambda s: model.load_state_dict(s))
+            state=lambda: dict(model.state_dict()), restore=lambda s: model.load_state_dict(s),
+            penalty=model.head.penalty)
 
     training_started = time.monotonic()
     best_epoch, epochs_run, best_eval, history = _fit(learner, opts, len(dataset.labels), device)

@@ -123,8 +123,11 @@ def _composite(bg: np.ndarray, sprite: Sprite, centre: tuple[float, float], angl
 
 
 def render_clip(motion: str, rng: np.random.Generator, seconds: float = 2.0, fps: float = FPS,
-                size: tuple[int, int] = SIZE) -> list[np.ndarray]:
-    """The BGR frames of one clip of ``motion`` (one of :data:`MOTIONS`)."""
+                size: tuple[int, int] = SIZE, speed: tuple[float, float] = (0.25, 0.4)) -> list[np.ndarray]:
+    """The BGR frames of one clip of ``motion`` (one of :data:`MOTIONS`).
+
+    ``speed``: range of translation speeds, in frame widths (heights) per second.
+    """
     if motion not in MOTIONS:
         raise ValueError(f"unknown motion {motion!r}; expected one of {MOTIONS}")
     w, h = size
@@ -140,7 +143,7 @@ def render_clip(motion: str, rng: np.random.Generator, seconds: float = 2.0, fps
         d = np.array(_TRANSLATIONS[motion])
         extent = np.array([w, h], np.float64)
         along = int(np.argmax(np.abs(d)))
-        speed = rng.uniform(0.25, 0.4) * extent[along]   # 25-40 % of the frame per second
+        speed = rng.uniform(*speed) * extent[along]
         travel = speed * seconds
         start = rng.uniform(half, extent - half)
         # Start far enough from the edge the sprite moves towards that it stays mostly in view.
@@ -200,20 +203,57 @@ def make_dataset(root: Path, motions: Iterable[str] = SIX_CLASSES, clips_per_cla
     return root
 
 
-def make_stream(path: Path, motions: Sequence[str], clips_per_segment: int = 2, seed: int = 1000,
-                seconds: float = 2.0, fps: float = FPS,
-                size: tuple[int, int] = SIZE) -> list[tuple[str, float, float]]:
-    """One video of ``clips_per_segment`` fresh clips of each motion in turn (a "live" stream).
+def make_stream(path: Path, motions: Sequence[str], seed: int = 1000, seconds: float = 4.0,
+                fps: float = FPS, size: tuple[int, int] = SIZE,
+                speed: tuple[float, float] = (0.18, 0.25)) -> list[tuple[str, float, float]]:
+    """A "live" stream: one scene (a fresh background and shape) in which the shape performs
+    ``motions`` in turn, ``seconds`` each, without cuts, like one person doing one activity
+    after another in front of a camera.
 
-    Returns the segments as (motion, start_seconds, end_seconds).
+    Translations run at ``speed`` frame widths (heights) per second, scaled down where needed
+    so the whole path stays inside the centred square a model sees; rotations turn at 90-180 deg/s in place; growing and
+    shrinking go between 0.7x and 1.3x. Returns the segments as (motion, start, end) seconds.
     """
+    for motion in motions:
+        if motion not in MOTIONS:
+            raise ValueError(f"unknown motion {motion!r}; expected one of {MOTIONS}")
+    rng = np.random.default_rng(seed)
+    w, h = size
+    n = max(1, int(round(seconds * fps)))
+    bg = make_background(rng, size)
+    sprite = make_sprite(rng)
+    base_scale = rng.uniform(40, 50) / SPRITE
+    half = base_scale * SPRITE / 2
+    # Plan the translations, then place the start so that the whole path stays in view.
+    steps = [np.array(_TRANSLATIONS[m]) * rng.uniform(*speed) * np.array([w, h]) * seconds
+             if m in _TRANSLATIONS else np.zeros(2) for m in motions]
+    path_points = np.cumsum([np.zeros(2)] + steps, axis=0)
+    low, high = path_points.min(0), path_points.max(0)
+    # Stay inside the centred square a model crops (the middle 120 x 120 of 160 x 120).
+    side = float(min(w, h))
+    origin = np.array([(w - side) / 2, (h - side) / 2])
+    room = np.array([side, side]) - 2 * half
+    shrink = float(min(1.0, *(room / np.maximum(high - low, 1e-6))))
+    steps = [step * shrink for step in steps]
+    start = origin + half + (room - (high - low) * shrink) / 2 - low * shrink
+    position, angle, scale = start.astype(np.float64), float(rng.uniform(0, 360)), 1.0
     frames: list[np.ndarray] = []
     segments: list[tuple[str, float, float]] = []
-    for k, motion in enumerate(motions):
-        rng = np.random.default_rng([seed, k])
-        start = len(frames) / fps
-        for _ in range(clips_per_segment):
-            frames.extend(render_clip(motion, rng, seconds, fps, size))
-        segments.append((motion, start, len(frames) / fps))
+    for motion, step in zip(motions, steps):
+        begin = len(frames) / fps
+        omega = 0.0
+        if motion.startswith("rotating"):
+            omega = rng.uniform(90, 180) * (-1.0 if motion == "rotating_clockwise" else 1.0)
+        target = {"growing": 1.3, "shrinking": 0.7}.get(motion, scale)
+        p0, s0, a0 = position.copy(), scale, angle
+        for i in range(n):
+            frac = (i + 1) / n
+            position = p0 + step * frac
+            scale = s0 + (target - s0) * frac
+            angle = a0 + omega * (i + 1) / fps
+            img = _composite(bg, sprite, (float(position[0]), float(position[1])), angle, base_scale * scale)
+            img += rng.normal(0, 3.0, img.shape).astype(np.float32)
+            frames.append(np.clip(img, 0, 255).astype(np.uint8))
+        segments.append((motion, begin, len(frames) / fps))
     write_clip(Path(path), frames, fps)
     return segments
