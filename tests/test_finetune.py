@@ -450,6 +450,7 @@ def motion_model(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 @acceptance
 def test_finetuned_i3d_learns_motion_only_classes(motion_model: dict[str, Any]) -> None:
     m = motion_model["manifest"]
@@ -466,6 +467,7 @@ def test_finetuned_i3d_learns_motion_only_classes(motion_model: dict[str, Any]) 
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 @acceptance
 def test_classify_labels_a_held_out_clip(motion_model: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
     from realtime.cli import main
@@ -482,6 +484,7 @@ def test_classify_labels_a_held_out_clip(motion_model: dict[str, Any], capsys: p
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 @acceptance
 def test_eval_scores_clips_it_has_never_seen(motion_model: dict[str, Any]) -> None:
     """Validation accuracy picked the checkpoint; fresh clips (another seed) say whether it generalises."""
@@ -496,6 +499,7 @@ def test_eval_scores_clips_it_has_never_seen(motion_model: dict[str, Any]) -> No
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 @acceptance
 def test_pipeline_follows_a_stream_of_motions(motion_model: dict[str, Any]) -> None:
     from realtime.pipeline import Pipeline
@@ -518,6 +522,7 @@ def test_pipeline_follows_a_stream_of_motions(motion_model: dict[str, Any]) -> N
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 @pytest.mark.skipif(not FULL, reason="six-class fine-tuning takes several minutes: set REALTIME_FULL_FINETUNE=1")
 def test_six_motion_classes_full_run(tmp_path: Path) -> None:
     if not i3d_weights_available():
