@@ -56,8 +56,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     adv.add_argument("--size", type=int, metavar="PX",
                      help="I3D: crop side in pixels (default 224; 160 is about 2x faster on a CPU)")
     adv.add_argument("--head", choices=["motion", "conv", "linear"], default="motion",
-                     help="I3D: motion = 3-D convs over the time-antisymmetric Mixed_3c map + pooled Mixed_5c "
-                          "(default); conv = 3-D convs over the Mixed_5c map; linear = pooled Mixed_5c, linear")
+                     help="I3D: motion = pooled time-antisymmetric Mixed_3c map + pooled Mixed_5c at 0.3 weight, "
+                          "linear (default); conv = 3-D convs over the Mixed_5c map; linear = pooled Mixed_5c, linear")
     adv.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     adv.add_argument("--workers", type=int, default=0, metavar="N",
                      help="full/transformers modes: processes decoding clips (default 0: in the main process)")
