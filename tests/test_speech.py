@@ -353,3 +353,34 @@ def test_real_say_without_a_sound_device_does_not_hang():
     sink.close()
     assert time.monotonic() - t0 < 5
     assert sink.stats.errors == 0 and sink.stats.announced == 1
+
+
+@pytest.mark.skipif(not _espeak_available(), reason="pyttsx3 or espeak-ng is not installed")
+@pytest.mark.parametrize("empty_results", [1, 99])
+def test_real_espeak_synthesises_again_when_a_wav_comes_out_empty(tmp_path, monkeypatch, empty_results):
+    """pyttsx3's espeak driver can write a short phrase's WAV before adding its audio: the sink
+    synthesises again (up to SAVE_ATTEMPTS times), and an announcement that stays empty is an error."""
+    checks = []
+    real_frames = speech_mod._wav_frames
+
+    def frames(path):            # the first ``empty_results`` checks see an empty file
+        checks.append(path)
+        return 0 if len(checks) <= empty_results else real_frames(path)
+
+    monkeypatch.setattr(speech_mod, "_wav_frames", frames)
+    sink = SpeechSink(speak=False, save_dir=str(tmp_path), cooldown_seconds=0, min_score=0.5,
+                      template="{label}")
+    runner = SinkRunner(sink)
+    runner.start()
+    runner.offer(change("running", 0.9))
+    deadline = time.monotonic() + 10
+    while runner.written < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert sink.wait_idle(10)
+    assert runner.close(5)
+    if empty_results == 1:
+        assert sink.stats.errors == 0 and len(checks) == 2, (sink.stats, checks)
+        assert [p.name for p in sink.saved] == ["0000_running.wav"] and real_frames(sink.saved[0]) > 0
+    else:
+        assert sink.stats.errors == 1 and sink.saved == [], sink.stats
+        assert len(checks) == speech_mod.SAVE_ATTEMPTS               # one check per attempt

@@ -32,6 +32,7 @@ import string
 import sys
 import threading
 import time
+import wave
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, TextIO
@@ -47,6 +48,16 @@ LOST_STATES = ("lost", "reconnecting", "ended", "error")
 EngineFactory = Callable[[], Any]   # returns an object with pyttsx3.Engine's methods
 
 _ENGINE_LOCK = threading.Lock()     # pyttsx3 shares one engine per driver in a process
+SAVE_ATTEMPTS = 3                   # syntheses of one announcement before an empty WAV is an error
+
+
+def _wav_frames(path: Path) -> int:
+    """Audio frames in the WAV file at ``path`` (0 if it is missing, empty or unreadable)."""
+    try:
+        with wave.open(str(path), "rb") as f:
+            return f.getnframes()
+    except (OSError, EOFError, wave.Error):
+        return 0
 
 
 @dataclass(frozen=True)
@@ -365,10 +376,19 @@ class SpeechSink:
                     self.save_dir.mkdir(parents=True, exist_ok=True)
                     path = self.save_dir / f"{self._next_number:04d}_{slugify(item.label)}.wav"
                     self._next_number += 1
-                    engine.save_to_file(item.text, str(path))
-                    engine.runAndWait()
-                    if self._real_engine and not path.exists():   # pyttsx3 only prints errors
-                        raise OSError(f"the speech engine did not write {path}")
+                    for attempt in range(SAVE_ATTEMPTS):
+                        engine.save_to_file(item.text, str(path))
+                        engine.runAndWait()
+                        if not self._real_engine or _wav_frames(path) != 0:
+                            break
+                        # pyttsx3's espeak driver writes the file when espeak says the message
+                        # ended, before adding the audio that came with that same callback: a
+                        # short phrase can come out empty. Synthesising again fixes it.
+                        log.debug("speech: %s came out empty (attempt %d)", path.name, attempt + 1)
+                    else:                                 # pyttsx3 only prints its errors
+                        if not path.exists():
+                            raise OSError(f"the speech engine did not write {path}")
+                        raise OSError(f"the speech engine wrote no audio to {path} ({SAVE_ATTEMPTS} attempts)")
                     self.saved.append(path)
         except Exception as exc:
             self.stats.errors += 1
