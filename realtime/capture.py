@@ -114,6 +114,7 @@ class CaptureWorker:
         self._loop_offset = 0.0
         self._last_media = 0.0
         self._last_ts: Optional[float] = None
+        self._ready_at: Optional[float] = None   # when this thread last finished handing a frame on
         self._index = 0
         self._recent: collections.deque[float] = collections.deque(maxlen=32)
 
@@ -127,6 +128,10 @@ class CaptureWorker:
     @property
     def alive(self) -> bool:
         return self._worker.alive
+
+    def cpu_seconds(self) -> Optional[float]:
+        """CPU time this capture thread has used so far (see :meth:`WorkerThread.cpu_seconds`)."""
+        return self._worker.cpu_seconds()
 
     # ---------------------------------------------------------------- thread
     def _status(self, state: str, detail: str = "", attempt: int = 0,
@@ -251,9 +256,18 @@ class CaptureWorker:
         wall = time.time()
         ts = media if (not info.live and source_ts is not None) else captured_at
         if self._last_ts is not None and ts - self._last_ts > self.gap_seconds and info.live:
-            self._status("lost", f"no frame for {ts - self._last_ts:.2f} s")
-            self._gap()
-            self._status("recovered", "frames flowing again")
+            # How long the source kept us waiting: since this thread was last ready to read.
+            waited = captured_at - max(self._last_ts, self._ready_at or self._last_ts)
+            if waited > self.gap_seconds:
+                self._status("lost", f"no frame for {ts - self._last_ts:.2f} s")
+                self._gap()
+                self._status("recovered", "frames flowing again")
+            else:
+                # The camera was fine; this thread was busy (e.g. a GPU ring preparing its first
+                # frame behind other cameras'). The hole still must not fall inside a window.
+                log.debug("%s: %.2f s between frames spent preparing the last one; window restarts",
+                          self.stream, ts - self._last_ts)
+                self._gap()
         self._last_ts = ts
         self._recent.append(ts)
         if len(self._recent) == self._recent.maxlen and self._index % self._recent.maxlen == 0:
@@ -264,6 +278,7 @@ class CaptureWorker:
         meta = FrameMeta(self._index, ts, captured_at, wall, source_ts)
         self._index += 1
         stored = self.ring.push(image, meta, should_stop=self.stop_event.is_set)
+        self._ready_at = time.monotonic()     # reading the next frame starts now
         if stored:
             self.stats.delivered += 1
             if self.on_frame is not None:
