@@ -30,6 +30,12 @@ log = logging.getLogger(__name__)
 NEWEST = "newest"
 EVERY = "every"
 
+PHASES = ("collect", "wait", "gather", "model", "emit")
+"""What the inference thread's time goes to: choosing windows in the host rings (``collect``),
+letting a partial batch wait for more streams (``wait``), assembling windows on the device
+(``gather``), the model with the copy of its output to the host (``model``), and turning
+probabilities into predictions, smoothing, events and sink queues (``emit``)."""
+
 
 @dataclass
 class StreamSlot:
@@ -73,9 +79,22 @@ class StreamSlot:
             return select_window(metas, self.spec, tolerance=float("inf"))
         return None
 
+    def due(self) -> bool:
+        """Whether :meth:`take` may find a window now, checked without copying anything: False
+        only for a live stream whose newest frame is older than its next window's end (or that
+        holds no frame). Capture threads call it after each frame to wake the inference thread
+        only when a stream becomes due, not 30 times a second per camera."""
+        if (self.schedule != NEWEST or self.next_due is None or self.ring.closed
+                or self.ring.gaps != self.gaps_seen):
+            return True
+        newest = self.ring.newest()
+        return newest is not None and newest.ts >= self.next_due
+
     def take(self, out: np.ndarray) -> Optional[tuple[FrameMeta, ...]]:
         """Copy the next due window into ``out``; its frame metadata, or None."""
-        gaps = self.ring.stats().gaps
+        if not self.due():
+            return None
+        gaps = self.ring.gaps
         if gaps != self.gaps_seen:
             self.gaps_seen = gaps
             self.next_due = None
@@ -132,8 +151,11 @@ class InferenceWorker:
         self.error: Optional[BaseException] = None
         self.batches = 0
         self.windows = 0
+        self.polls = 0          # times step() looked for ready windows
         self._rr = 0
         self._buffer: Optional[np.ndarray] = None
+        # Seconds spent in each phase of step(), summed (``realtime bench --streams`` reports them).
+        self.phase_seconds = dict.fromkeys(PHASES, 0.0)
         self._worker = WorkerThread(self._run, "inference")
 
     def start(self) -> None:
@@ -145,6 +167,10 @@ class InferenceWorker:
     @property
     def alive(self) -> bool:
         return self._worker.alive
+
+    def cpu_seconds(self) -> Optional[float]:
+        """CPU time the inference thread has used so far (see :meth:`WorkerThread.cpu_seconds`)."""
+        return self._worker.cpu_seconds()
 
     @property
     def on_device(self) -> bool:
@@ -164,8 +190,12 @@ class InferenceWorker:
     def _classify(self, buffer: np.ndarray, taken: list) -> tuple[np.ndarray, list]:
         """Probabilities for the windows in ``taken`` (and the windows kept)."""
         if not self.on_device:
-            return self.classifier.predict(buffer[: len(taken)]), taken
+            t0 = time.perf_counter()
+            probs = self.classifier.predict(buffer[: len(taken)])
+            self.phase_seconds["model"] += time.perf_counter() - t0
+            return probs, taken
         from .gpu import StaleFrameError
+        t0 = time.perf_counter()
         fast = self.classifier.fast                       # type: ignore[attr-defined]
         x = fast.input_buffer(len(taken))
         kept = []
@@ -176,9 +206,13 @@ class InferenceWorker:
                 log.debug("%s: a frame of the window was overwritten on the device; skipped", item[0].name)
                 continue
             kept.append(item)
+        t1 = time.perf_counter()
+        self.phase_seconds["gather"] += t1 - t0
         if not kept:
             return np.zeros((0, len(self.classifier.labels)), np.float32), kept
-        return fast.predict(x[: len(kept)]), kept
+        probs = fast.predict(x[: len(kept)])
+        self.phase_seconds["model"] += time.perf_counter() - t1
+        return probs, kept
 
     def _run(self) -> None:
         try:
@@ -211,11 +245,15 @@ class InferenceWorker:
 
     def step(self) -> bool:
         """Classify one batch of ready windows. False when nothing was ready."""
+        self.polls += 1
         buffer = self._batch_buffer()
         taken: list[tuple[StreamSlot, tuple[FrameMeta, ...]]] = []
         n = len(self.slots)
         order = [self.slots[(self._rr + i) % n] for i in range(n)]
+        started = time.perf_counter()
         self._collect(order, taken, buffer)
+        phases = self.phase_seconds
+        phases["collect"] += time.perf_counter() - started
         if not taken:
             return False
         if self.max_wait > 0 and len(taken) < min(self.max_batch, n):
@@ -228,6 +266,7 @@ class InferenceWorker:
                 self.wake.clear()
                 if not self._collect(order, taken, buffer):
                     self.wake.wait(remaining)
+            phases["wait"] += time.monotonic() - (deadline - self.max_wait)
         self._rr = (self._rr + 1) % n   # rotate so no stream always waits when batches are full
         t0 = time.monotonic()
         probs, taken = self._classify(buffer, taken)
@@ -244,4 +283,5 @@ class InferenceWorker:
                 inference_ms=infer_ms, frame_indices=(oldest.index, newest.index))
             self.windows += 1
             self.on_prediction(pred, row)
+        phases["emit"] += time.monotonic() - done
         return True

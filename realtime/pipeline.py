@@ -162,8 +162,14 @@ class Pipeline:
         stride = self.config.window.stride_seconds
         span = spec.window_seconds + stride
         ring = FrameRing(int(span * 30 * 1.25) + 8, policy=WAIT if fast_file else DROP_OLDEST)
-        ring.on_push = self.wake.set
         slot = StreamSlot(name, ring, spec, stride, schedule=EVERY if fast_file else NEWEST)
+        wake = self.wake
+
+        def wake_if_due() -> None:        # after each frame, in the capture thread
+            if slot.due():
+                wake.set()
+
+        ring.on_push = wake_if_due
         prepare = prepare_frame
         if self._device_preprocessing(classifier):
             from .gpu import DeviceFrameRing

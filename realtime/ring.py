@@ -153,6 +153,11 @@ class FrameRing:
     def closed(self) -> bool:
         return self._closed
 
+    @property
+    def gaps(self) -> int:
+        """Times the ring was reset after a source gap (read without the lock)."""
+        return self._gaps
+
     def release_before(self, index: int) -> None:
         """Frames with an index below ``index`` are no longer needed by the reader."""
         with self._cond:

@@ -255,3 +255,27 @@ def test_max_wait_fills_batches_from_streams_that_are_just_behind():
     sizes = [len(c) for c in clf.calls]
     assert sizes.count(2) >= len(sizes) - 1, sizes       # (the very first may be alone)
     assert {e["stream"] for e in got.of("prediction")} == {"camerafake", "camerafake-2"}
+
+
+def test_live_streams_wake_the_worker_only_when_a_window_is_due():
+    """Capture threads wake the inference thread when a stream's next window is due, not on
+    every frame: with many cameras a wake per frame kept it scanning every ring all the time."""
+    cams = [FakeCamera(fps=30), FakeCamera(fps=30)]
+    clf = ScriptedClassifier(num_frames=8, window_seconds=0.5)
+    got = Collect()
+    p = Pipeline(config("window.stride_seconds=0.5"), classifier=clf, sources=cams, on_event=got)
+    p.start()
+    try:
+        p.stop_event.wait(4.0)
+    finally:
+        p.stop()
+    frames = sum(s.ring.stats().written for s in p.streams)
+    preds = got.of("prediction")
+    assert frames >= 150 and len(preds) >= 10, (frames, len(preds))
+    # Each poll that finds nothing costs a scan of every ring; frames alone would cause ~frames polls.
+    assert p.inference.polls < 0.5 * frames, (p.inference.polls, frames)
+    for stream in ("camerafake", "camerafake-2"):
+        ends = [e["window_end"] for e in preds if e["stream"] == stream]
+        assert np.all(np.diff(ends) > 0.45), ends       # one window per stride, none skipped or doubled
+        assert np.all(np.diff(ends) < 0.6), ends
+    assert max(e["latency_ms"] for e in preds) < 150, preds   # woken as soon as the due frame arrived
