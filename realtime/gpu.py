@@ -55,13 +55,14 @@ from __future__ import annotations
 import logging
 import math
 import threading
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, replace
 from typing import Callable, Iterator, Optional, Sequence, Union
 
 import numpy as np
 import torch
 
+from .capture_gate import CaptureGate
 from .preprocess import center_crop_box, output_size
 from .types import InputSpec
 
@@ -77,12 +78,15 @@ _BICUBIC_A = -0.5                       # torch's (and PIL's) antialiased bicubi
 DeviceLike = Union[str, torch.device]
 
 
-CUDA_GRAPH_CAPTURE_LOCK = threading.RLock()
-"""Held while any CUDA graph of this process is being captured, and around every device-wide
-synchronize. torch registers its random number generators with a graph as its capture begins,
-so two captures overlapping in different threads (a ring per camera, the model's batches) fail;
-a device-wide synchronize in one thread invalidates a capture running in another; and a failed
-graph's destructor can abort the process."""
+CUDA_GRAPH_CAPTURE_LOCK = CaptureGate()
+"""Held exclusively (``with CUDA_GRAPH_CAPTURE_LOCK:``) while any CUDA graph of this process is
+being captured, and around every device-wide synchronize; held shared
+(``CUDA_GRAPH_CAPTURE_LOCK.shared()``) by each frame ring while it queues a frame's work. torch
+registers its random number generators with a graph as its capture begins, so two captures
+overlapping in different threads (a ring per camera, the model's batches) fail; work queued on a
+stream while it is being captured (torch's small stream pool can hand a ring the very stream a
+capture uses) breaks the capture; a device-wide synchronize in one thread invalidates a capture
+running in another; and a failed graph's destructor can abort the process."""
 
 _FAILED_CAPTURES: list = []     # graphs whose capture failed, kept alive: destroying one can abort
 
@@ -459,9 +463,10 @@ class DeviceFrameRing:
     sequence number (1, 2, ...; :meth:`put` returns it, :meth:`push_handle` returns
     ``[slot, sequence]``); :meth:`gather` given the expected ``sequences`` raises
     :class:`StaleFrameError` instead of returning a window whose slot was rewritten in
-    the meantime. The check and the queued copy happen under the ring's lock, and every
-    later write waits (on the GPU) for that copy, so a window that passes the check is
-    the one asked for. Make the ring a few slots larger than the
+    the meantime (or while it is being rewritten: asked for then, a slot raises
+    :class:`StaleFrameError` even without ``sequences``). The check and the queued copy
+    happen under the ring's lock, and every later write waits (on the GPU) for that copy,
+    so a window that passes the check is the one asked for. Make the ring a few slots larger than the
     :class:`~realtime.ring.FrameRing` holding the handles so this stays rare.
     """
 
@@ -479,7 +484,7 @@ class DeviceFrameRing:
         ch, cw = spec.crop
         self.frames = torch.zeros((self.capacity, 3, ch, cw), dtype=dtype, device=self.device)
         self.written = 0
-        self._sequence = np.zeros(self.capacity, dtype=np.int64)   # 0: never written
+        self._sequence = np.zeros(self.capacity, dtype=np.int64)   # 0: never written, -1: being written
         self._head = 0
         self._lock = threading.Lock()
         self._cuda = self.device.type == "cuda"
@@ -503,7 +508,8 @@ class DeviceFrameRing:
         self._graph_tries = 0
         if self._cuda:
             self._stream = torch.cuda.Stream(self.device)
-            self._stream.wait_stream(torch.cuda.current_stream(self.device))   # after the zero fill
+            with CUDA_GRAPH_CAPTURE_LOCK.shared():
+                self._stream.wait_stream(torch.cuda.current_stream(self.device))   # after the zero fill
 
     def __repr__(self) -> str:
         return (f"DeviceFrameRing(capacity={self.capacity}, crop={self.spec.crop}, device={self.device}, "
@@ -540,24 +546,29 @@ class DeviceFrameRing:
         self.preprocessor.normalized(self._device_in, self.dtype, out=self._prepared, plan=self._roi_plan)
 
     def _capture(self) -> None:
-        """Record the preprocessing kernels as one CUDA graph (after they have run once eagerly)."""
+        """Record the preprocessing kernels as one CUDA graph (after they have run once eagerly).
+
+        All of it, the streams' waits on each other included, holds
+        :data:`CUDA_GRAPH_CAPTURE_LOCK` exclusively: the capture stream comes from torch's shared
+        pool and may be another ring's stream or the one a capture elsewhere is using."""
         self._graph_tries += 1
         assert self._stream is not None
-        capture_stream = torch.cuda.Stream(self.device)
-        capture_stream.wait_stream(self._stream)
         graph = torch.cuda.CUDAGraph()
-        try:
-            with exclusive_capture(graph), torch.cuda.stream(capture_stream):
-                graph.capture_begin(capture_error_mode="thread_local")
-                try:
-                    self._prepare_from_device_in()
-                finally:
-                    graph.capture_end()
-        except RuntimeError as exc:
-            self.cuda_graphs = False
-            logger.warning("frame preprocessing runs without a CUDA graph (capture failed: %s)", exc)
-            return
-        self._stream.wait_stream(capture_stream)
+        with CUDA_GRAPH_CAPTURE_LOCK:
+            capture_stream = torch.cuda.Stream(self.device)
+            capture_stream.wait_stream(self._stream)
+            try:
+                with exclusive_capture(graph), torch.cuda.stream(capture_stream):
+                    graph.capture_begin(capture_error_mode="thread_local")
+                    try:
+                        self._prepare_from_device_in()
+                    finally:
+                        graph.capture_end()
+            except RuntimeError as exc:
+                self.cuda_graphs = False
+                logger.warning("frame preprocessing runs without a CUDA graph (capture failed: %s)", exc)
+                return
+            self._stream.wait_stream(capture_stream)
         self._graph = graph
 
     def _stage_host(self, bgr: np.ndarray) -> int:
@@ -574,47 +585,74 @@ class DeviceFrameRing:
         np.copyto(self._host_np[k], bgr[r0:r1, q0:q1])
         return k
 
-    def _enqueue(self, k: int, slot: int) -> None:
-        """Upload pinned buffer ``k`` and prepare it into ``slot``, on the ring's stream.
+    def _enqueue(self, k: int, slot: int, consumed: Optional["torch.cuda.Event"]) -> "torch.cuda.Event":
+        """Upload pinned buffer ``k`` and prepare it into ``slot`` on the ring's stream, after
+        ``consumed`` (the gathers that may still read the slot); returns the write's event.
 
-        Runs under :data:`CUDA_GRAPH_CAPTURE_LOCK`: torch hands out streams from a small
-        shared pool, so with many rings another ring's stream, or a graph's capture
-        stream, can be this very stream, and work queued on a stream while it is being
-        captured breaks the capture."""
+        Holds :data:`CUDA_GRAPH_CAPTURE_LOCK` shared: torch hands out streams from a small
+        shared pool, so another ring's stream, or a graph's capture stream, can be this very
+        stream, and work queued on a stream while it is being captured breaks the capture.
+        The first frame of a size runs eagerly; its kernels are then captured as a graph
+        (exclusively, after this frame's work is queued)."""
         assert self._stream is not None and self._prepared is not None and self._device_in is not None
-        with CUDA_GRAPH_CAPTURE_LOCK, torch.cuda.stream(self._stream):
-            if self._consumed is not None:
-                self._stream.wait_event(self._consumed)   # earlier gathers have read their slots
+        with CUDA_GRAPH_CAPTURE_LOCK.shared(), torch.cuda.stream(self._stream):
+            if consumed is not None:
+                self._stream.wait_event(consumed)
             self._device_in.copy_(self._host[k], non_blocking=True)
             if self._graph is not None:
                 self._graph.replay()
             else:
                 self._prepare_from_device_in()
-                if self.cuda_graphs and self._graph_tries == 0:
-                    self._capture()
             self.frames[slot].copy_(self._prepared)
             ready = torch.cuda.Event()
             ready.record(self._stream)
-        self._ready[slot] = ready
         self._host_done[k] = ready
+        if self._graph is None and self.cuda_graphs and self._graph_tries == 0:
+            self._capture()
+        return ready
 
     def put(self, slot: int, bgr: np.ndarray) -> int:
-        """Prepare the (H, W, 3) uint8 BGR frame ``bgr`` into ``slot``; returns the write's sequence number."""
+        """Prepare the (H, W, 3) uint8 BGR frame ``bgr`` into ``slot``; returns the write's sequence number.
+
+        One writer thread per ring. On CUDA the ring's lock is held only to book the write
+        (the slot's sequence becomes -1, "being written", so a gather expecting the old frame
+        fails from here on; and the newest "consumed" event is read, so the write waits for
+        every gather that passed its check) and to publish it (sequence and ready event):
+        the copy into the pinned buffer and the kernel launches run outside it, so the
+        inference thread's gathers never wait behind a frame upload."""
         if not 0 <= slot < self.capacity:
             raise IndexError(f"slot {slot} outside a ring of {self.capacity}")
         if bgr.ndim != 3 or bgr.shape[2] != 3 or bgr.dtype != np.uint8:
             raise ValueError(f"expected an (H, W, 3) uint8 BGR frame, got {bgr.shape} {bgr.dtype}")
-        with self._lock, torch.no_grad():
+        with torch.no_grad():
             if not self._cuda:
-                self.preprocessor.normalized(self._upload(bgr), self.dtype, out=self.frames[slot])
-                return self._wrote(slot)
-            self._enqueue(self._stage_host(bgr), slot)
-            return self._wrote(slot)
-
-    def _wrote(self, slot: int) -> int:
-        self.written += 1
-        self._sequence[slot] = self.written
-        return self.written
+                with self._lock:
+                    self.preprocessor.normalized(self._upload(bgr), self.dtype, out=self.frames[slot])
+                    self.written += 1
+                    self._sequence[slot] = self.written
+                    return self.written
+            first_of_size = self._staged_size != bgr.shape[:2] or (
+                self._graph is None and self.cuda_graphs and self._graph_tries == 0)
+            if not first_of_size:
+                k = self._stage_host(bgr)
+            with self._lock:
+                self.written += 1
+                sequence = self.written
+                self._sequence[slot] = -1        # being written
+                self._ready[slot] = None
+                consumed = self._consumed
+            if first_of_size:
+                # New buffers, the first frame run eagerly and its graph captured: one exclusive
+                # hold, so 64 cameras starting together wait for 64 holds, not three times that.
+                # (Never with the ring's lock held: gathers take that lock, then the gate.)
+                with CUDA_GRAPH_CAPTURE_LOCK:
+                    ready = self._enqueue(self._stage_host(bgr), slot, consumed)
+            else:
+                ready = self._enqueue(k, slot, consumed)
+            with self._lock:
+                self._sequence[slot] = sequence
+                self._ready[slot] = ready
+            return sequence
 
     def _next_slot(self) -> int:
         with self._lock:
@@ -678,12 +716,17 @@ class DeviceFrameRing:
         if expected is not None and expected.shape != (flat.numel(),):
             raise ValueError(f"sequences {np.shape(sequences)} do not match slots {shape}")
         ch, cw = self.spec.crop
-        with self._lock, torch.no_grad():
+        # Ring lock first, then the gate shared (the order everywhere): the caller's stream may be
+        # a pooled stream that a capture elsewhere is using.
+        gate = CUDA_GRAPH_CAPTURE_LOCK.shared() if self._cuda else nullcontext()
+        with self._lock, gate, torch.no_grad():
             if expected is not None:
                 held = self._sequence[flat.numpy()]
                 if np.any(held != expected):
                     raise StaleFrameError(f"{int(np.count_nonzero(held != expected))} of {flat.numel()} slots "
                                           "were rewritten since their handle was taken")
+            elif self._cuda and flat.numel() and (self._sequence[flat.numpy()] < 0).any():
+                raise StaleFrameError("a slot asked for is being written")
             frames = self.frames
             if self._cuda and flat.numel():
                 # Writes run in order on the ring's stream: waiting for the newest of these
@@ -705,4 +748,5 @@ class DeviceFrameRing:
     def synchronize(self) -> None:
         """Wait until every write queued so far has finished (CUDA; a no-op on CPU)."""
         if self._stream is not None:
-            self._stream.synchronize()
+            with CUDA_GRAPH_CAPTURE_LOCK.shared():
+                self._stream.synchronize()

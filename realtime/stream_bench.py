@@ -12,7 +12,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
@@ -98,12 +98,19 @@ def run_stream_bench(model: str, device: str, streams: int, seconds: float, fps:
             with lock:
                 for v in ages.values():
                     v.clear()
+            worker = pipeline.inference
+            assert worker is not None
+            cpu0 = _thread_cpu(pipeline)
+            phases0 = dict(worker.phase_seconds)
+            windows0 = worker.windows
             t0 = time.monotonic()
             pipeline.stop_event.wait(seconds)
             elapsed = time.monotonic() - t0
+            cpu1 = _thread_cpu(pipeline)
+            phases = {k: v - phases0[k] for k, v in worker.phase_seconds.items()}
+            windows = worker.windows - windows0
         finally:
             pipeline.stop()
-        worker = pipeline.inference
         names = [s.name for s in pipeline.streams]
     with lock:
         rates = {n: len(ages.get(n, [])) / elapsed for n in names}
@@ -122,9 +129,24 @@ def run_stream_bench(model: str, device: str, streams: int, seconds: float, fps:
             "p50": round(float(np.percentile(all_ages, 50)), 1) if all_ages.size else None,
             "p99": round(float(np.percentile(all_ages, 99)), 1) if all_ages.size else None,
             "max": round(float(all_ages.max()), 1) if all_ages.size else None},
-        "batches": worker.batches if worker else 0,
-        "mean_batch": round(worker.windows / worker.batches, 2) if worker and worker.batches else None,
+        "batches": worker.batches,
+        "mean_batch": round(worker.windows / worker.batches, 2) if worker.batches else None,
+        # Where the inference thread's time went, per window classified, and how busy it was.
+        "inference_ms_per_window": {k: round(v * 1e3 / max(1, windows), 3) for k, v in phases.items()},
+        "inference_busy": round(sum(phases.values()) / elapsed, 3),
+        # CPU cores' worth of time each kind of thread used (all capture threads together).
+        "cpu_cores": {kind: round((cpu1[kind] - cpu0[kind]) / elapsed, 3)
+                      for kind in cpu0 if cpu0[kind] is not None and cpu1[kind] is not None},
     }
+
+
+def _thread_cpu(pipeline: Any) -> dict[str, Optional[float]]:
+    """CPU seconds used so far by all capture threads together, by the inference thread, and by
+    the whole process (None where unknown)."""
+    captures = [s.capture.cpu_seconds() for s in pipeline.streams]
+    inference = pipeline.inference.cpu_seconds() if pipeline.inference else None
+    return {"capture": None if any(c is None for c in captures) else sum(captures),   # type: ignore[misc]
+            "inference": inference, "process": time.process_time()}
 
 
 def format_stream_result(r: dict[str, Any]) -> str:
@@ -137,4 +159,8 @@ def format_stream_result(r: dict[str, Any]) -> str:
         f"max {rate['max']} (target {rate['target']}); starved streams: {r['starved_streams']}",
         f"  newest-frame age when classified: p50 {age['p50']} ms, p99 {age['p99']} ms, "
         f"max {age['max']} ms; mean batch {r['mean_batch']}",
+        "  inference thread per window: " + ", ".join(
+            f"{k} {v:.2f} ms" for k, v in r["inference_ms_per_window"].items())
+        + f"; busy {100 * r['inference_busy']:.0f}% of the time",
+        "  CPU cores used: " + ", ".join(f"{k} {v:.2f}" for k, v in r["cpu_cores"].items()),
     ])

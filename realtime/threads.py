@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from typing import Callable, Optional
 
 
@@ -32,3 +33,14 @@ class WorkerThread:
     @property
     def alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
+
+    def cpu_seconds(self) -> Optional[float]:
+        """CPU time the thread has used so far; None once it has ended, or where the platform
+        cannot tell (Linux and most Unixes can)."""
+        thread = self._thread
+        if thread is None or thread.ident is None or not thread.is_alive():
+            return None
+        try:
+            return time.clock_gettime(time.pthread_getcpuclockid(thread.ident))
+        except (AttributeError, OSError):
+            return None

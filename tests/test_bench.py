@@ -65,6 +65,8 @@ def test_bench_end_to_end_writes_json(tiny_dir: Path, tmp_path: Path, capsys: py
     assert ours["frames_per_window"] == 15 and ours["preprocess_ms_per_frame"] > 0
     assert ours["moved_plain_tensors"] == []      # float32 on the CPU: the position table is already right
     assert ours["latency_ms"]["p99"] >= ours["latency_ms"]["p50"] > 0
+    live = ours["latency_newest_frame_ms"]                  # one new frame + window + model
+    assert live["n"] == 2 and live["p99"] >= live["p50"] > 0
     assert [e["batch"] for e in ours["throughput"]] == [1, 2]          # batch 1 always runs
     for entry in ours["throughput"]:
         for key in ("preprocess_ms", "forward_ms", "total_ms", "model_windows_per_s",
@@ -77,6 +79,8 @@ def test_bench_end_to_end_writes_json(tiny_dir: Path, tmp_path: Path, capsys: py
         assert ratios[key] > 0
     assert ratios["latency_p50"] == pytest.approx(ours["latency_ms"]["p50"] / ref["latency_ms"]["p50"])
     assert ratios["windows_per_s_best_batch"] in (1, 2)
+    assert ratios["latency_newest_frame_p50"] == pytest.approx(live["p50"] / ref["latency_ms"]["p50"])
+    assert "live camera" in printed
 
 
 def test_random_videomae_by_name_runs_without_files() -> None:
@@ -132,4 +136,13 @@ def test_stream_bench_serves_every_stream(tmp_path):
     assert rate["min"] >= 0.5 * rate["target"] and rate["max"] <= 1.5 * rate["target"], r
     assert r["mean_batch"] > 1.0, r                       # streams were batched together
     assert r["newest_frame_age_ms"]["p99"] < 1000, r
-    assert "3 streams" in format_stream_result(r)
+    phases = r["inference_ms_per_window"]
+    assert set(phases) == {"collect", "wait", "gather", "model", "emit"}, r
+    assert phases["model"] > 0 and phases["gather"] == 0, r      # CPU path: windows are gathered on the host
+    assert phases["wait"] > 0, r                                  # max_wait_ms let batches fill
+    assert 0 < r["inference_busy"] <= 1.05, r
+    cores = r["cpu_cores"]
+    assert {"capture", "inference", "process"} <= set(cores), r   # Linux knows each thread's CPU time
+    assert 0 < cores["inference"] <= cores["process"] and 0 < cores["capture"] <= cores["process"], r
+    text = format_stream_result(r)
+    assert "3 streams" in text and "inference thread per window" in text and "CPU cores used" in text

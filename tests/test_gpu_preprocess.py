@@ -17,6 +17,7 @@ at the end runs only where a GPU is present.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import cv2
@@ -333,3 +334,49 @@ def test_cuda_rings_capture_in_many_threads_at_once() -> None:  # pragma: no cov
         assert ring._graph is not None
         np.testing.assert_allclose(ring.gather([0, 1, 2, 3]).cpu().numpy(), expected, rtol=0,
                                    atol=NORMALIZED_BOUND)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_ring_gathers_while_its_camera_writes() -> None:  # pragma: no cover - GPU machines only
+    """The writer holds the ring's lock only to book and publish a write, so gathers run while
+    frames upload: every window that passes its sequence check holds exactly its frames."""
+    import collections
+    import threading
+    spec = SPECS["videomae-224"]
+    rng = np.random.default_rng(5)
+    frames = [rng.integers(0, 256, (720, 1280, 3), dtype=np.uint8) for _ in range(5)]
+    prepared = cpu_window(frames, spec)
+    ring = DeviceFrameRing(8, spec, "cuda", torch.float32)
+    written: collections.deque = collections.deque(maxlen=4)   # (slot, sequence, frame index)
+    lock, stop = threading.Lock(), threading.Event()
+
+    def camera() -> None:
+        i = 0
+        while not stop.is_set():
+            handle = ring.push_handle(frames[i % len(frames)])
+            with lock:
+                written.append((int(handle[0]), int(handle[1]), i % len(frames)))
+            i += 1
+
+    writer = threading.Thread(target=camera, daemon=True)
+    writer.start()
+    checked = stale = 0
+    deadline = time.monotonic() + 5
+    try:
+        while time.monotonic() < deadline:
+            with lock:
+                window = list(written)
+            if len(window) < 4:
+                continue
+            try:
+                got = ring.gather([w[0] for w in window], sequences=[w[1] for w in window])
+            except StaleFrameError:
+                stale += 1
+                continue
+            np.testing.assert_allclose(got.cpu().numpy(), prepared[[w[2] for w in window]], rtol=0,
+                                       atol=NORMALIZED_BOUND)
+            checked += 1
+    finally:
+        stop.set()
+        writer.join(10)
+    assert checked >= 20, (checked, stale)
