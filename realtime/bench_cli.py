@@ -52,6 +52,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--seconds", type=float, default=20.0, help="with --streams: how long to run")
     p.add_argument("--max-batch", type=int, default=64, help="with --streams: inference.max_batch")
     p.add_argument("--max-wait-ms", type=float, default=5.0, help="with --streams: inference.max_wait_ms")
+    p.add_argument("--sampled-frames-only", action="store_true",
+                   help="with --streams: window.sampled_frames_only (prepare only the frames windows sample)")
     p.add_argument("--json", metavar="OUT", help="also write the results as JSON to OUT")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="warning")
     p.set_defaults(func=cmd_bench)
@@ -96,7 +98,8 @@ def _cmd_stream_bench(args: argparse.Namespace, frames: tuple[int, int]) -> int:
     if args.streams < 1 or args.seconds <= 0 or args.max_batch < 1 or args.max_wait_ms < 0:
         raise ConfigError("--streams, --seconds and --max-batch must be > 0, --max-wait-ms >= 0")
     result = run_stream_bench(args.model, args.device, args.streams, args.seconds, args.fps, frames,
-                              args.stride, args.max_batch, args.max_wait_ms, args.preprocess)
+                              args.stride, args.max_batch, args.max_wait_ms, args.preprocess,
+                              sampled_frames_only=args.sampled_frames_only)
     print(format_stream_result(result), flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1) + "\n")

@@ -21,6 +21,7 @@ from .errors import SourceError
 from .ring import FrameRing
 from .sources import FrameSource, redact_text
 from .threads import WorkerThread
+from .sampling import SampleGrid
 from .types import FrameMeta, InputSpec, StreamStatus
 
 log = logging.getLogger(__name__)
@@ -77,6 +78,7 @@ class CaptureStats:
     frames: int = 0            # frames read from the source
     delivered: int = 0         # frames written to the ring
     dropped_late: int = 0      # frames skipped because capture was behind real time
+    unsampled: int = 0         # live frames no window can sample, neither prepared nor stored
     reconnects: int = 0
     gaps: int = 0
 
@@ -89,7 +91,8 @@ class CaptureWorker:
                  on_status: Callable[[StreamStatus], None], *, pace: str = PACE_REALTIME,
                  loop: bool = False, backoff: Optional[Backoff] = None, max_attempts: int = 0,
                  gap_seconds: float = 1.0, span_seconds: float = 3.0,
-                 on_frame: Optional[Callable[[str, np.ndarray, FrameMeta], None]] = None) -> None:
+                 on_frame: Optional[Callable[[str, np.ndarray, FrameMeta], None]] = None,
+                 sample_interval: Optional[float] = None) -> None:
         self.stream = stream
         self.source = source
         self.ring = ring
@@ -104,6 +107,9 @@ class CaptureWorker:
         self.gap_seconds = gap_seconds
         self.span_seconds = span_seconds   # the ring must hold this much time of frames
         self.on_frame = on_frame           # raw BGR frames for sinks that draw on video
+        # Live sources: only the frames a window can sample (one per sampling interval) are
+        # prepared and stored; None prepares every frame.
+        self._grid = SampleGrid(sample_interval) if sample_interval else None
         self.stats = CaptureStats()
         self.error: Optional[BaseException] = None
         # A stalled camera can hold this thread inside a C call (open or read) for up to its
@@ -138,6 +144,7 @@ class CaptureWorker:
                 retry_in: Optional[float] = None) -> None:
         ring = self.ring.stats()
         counters = {"frames": self.stats.frames, "delivered": self.stats.delivered,
+                    "unsampled": self.stats.unsampled,
                     "dropped_late": self.stats.dropped_late, "ring_overwritten": ring.overwritten,
                     "reconnects": self.stats.reconnects}
         event = StreamStatus(self.stream, state, self.source.info.name, redact_text(detail),
@@ -235,6 +242,8 @@ class CaptureWorker:
         """Frames before a gap must never share a window with frames after it."""
         self.stats.gaps += 1
         self._last_ts = None
+        if self._grid is not None:
+            self._grid.reset()
         self._recent.clear()
         self.ring.reset()
 
@@ -274,9 +283,15 @@ class CaptureWorker:
             span = self._recent[-1] - self._recent[0]
             if span > 0:
                 self._size_ring((len(self._recent) - 1) / span)
-        image = self.prepare(bgr, self.spec)
         meta = FrameMeta(self._index, ts, captured_at, wall, source_ts)
         self._index += 1
+        if self._grid is not None and info.live and not self._grid.keep(ts):
+            self.stats.unsampled += 1
+            self._ready_at = time.monotonic()
+            if self.on_frame is not None:
+                self.on_frame(self.stream, bgr, meta)
+            return
+        image = self.prepare(bgr, self.spec)
         stored = self.ring.push(image, meta, should_stop=self.stop_event.is_set)
         self._ready_at = time.monotonic()     # reading the next frame starts now
         if stored:

@@ -52,6 +52,11 @@ class ModelConfig(_Strict):
 
 class WindowConfig(_Strict):
     stride_seconds: float = Field(0.5, gt=0, description="time between classified windows")
+    sampled_frames_only: bool = Field(
+        False, description="live sources: prepare and store only the frames a window can sample "
+        "(one per sampling interval: a quarter of a 30 fps camera's for VideoMAE-Kinetics), not "
+        "every captured frame; with a model slower than the stride, labels then come from a "
+        "frame up to one sampling interval older")
 
 
 class InferenceConfig(_Strict):

@@ -108,10 +108,15 @@ class StreamSlot:
             return None
         self.windows += 1
         self.last_end_index = metas[-1].index
-        if self.schedule == EVERY and self.next_due is not None:
-            self.next_due += self.stride     # anchored: no drift when stride is not a whole frame count
+        end = metas[-1].ts
+        if self.next_due is not None and (self.schedule == EVERY or end - self.next_due < self.stride):
+            # Anchored: no drift when the stride is not a whole number of the frames held (a live
+            # camera's sampled frames come one per sampling interval, 0.133 s for VideoMAE), so
+            # windows come every stride on average.
+            self.next_due += self.stride
         else:
-            self.next_due = metas[-1].ts + self.stride
+            # The first window, or a live stream the worker fell behind on: start afresh here.
+            self.next_due = end + self.stride
         # Frames older than the next window's first sample are never needed again.
         spec = self.spec
         self.ring.release_older_than(self.next_due - (spec.num_frames - 0.5) * spec.interval)

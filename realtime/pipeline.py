@@ -191,7 +191,8 @@ class Pipeline:
             self._on_status, pace=sc.pace, loop=sc.loop,
             backoff=Backoff(rc.initial_delay, max(rc.max_delay, rc.initial_delay)),
             max_attempts=rc.max_attempts, gap_seconds=sc.gap_seconds, span_seconds=span,
-            on_frame=self._on_frame if self._frame_sinks else None)
+            on_frame=self._on_frame if self._frame_sinks else None,
+            sample_interval=spec.interval if self.config.window.sampled_frames_only else None)
         return StreamRuntime(name, source, ring, capture, slot)
 
     # ------------------------------------------------------------------ events

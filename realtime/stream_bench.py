@@ -69,7 +69,8 @@ def _classifier(model: str, device: str, workdir: Path) -> Any:
 
 def run_stream_bench(model: str, device: str, streams: int, seconds: float, fps: float,
                      frame_size: tuple[int, int], stride: float, max_batch: int,
-                     max_wait_ms: float = 0.0, preprocess: str = "auto") -> dict[str, Any]:
+                     max_wait_ms: float = 0.0, preprocess: str = "auto",
+                     sampled_frames_only: bool = False) -> dict[str, Any]:
     """Run ``streams`` synthetic live cameras for ``seconds``; per-stream rates and frame ages."""
     from .bench import synthetic_frames
     from .pipeline import Pipeline
@@ -89,7 +90,8 @@ def run_stream_bench(model: str, device: str, streams: int, seconds: float, fps:
         clf = _classifier(model, device, Path(tmp))
         cfg = load_config(None, ["sinks=[]", "run.log_level=warning", f"window.stride_seconds={stride}",
                                  f"inference.max_batch={max_batch}", f"inference.max_wait_ms={max_wait_ms}",
-                                 f"inference.preprocess={preprocess}", "events.heartbeat_seconds=0"])
+                                 f"inference.preprocess={preprocess}", "events.heartbeat_seconds=0",
+                                 f"window.sampled_frames_only={str(sampled_frames_only).lower()}"])
         pipeline = Pipeline(cfg, classifier=clf, sources=cams, on_event=on_event)
         pipeline.start()
         warm = max(3.0, 1.5 * pipeline.streams[0].slot.spec.window_seconds)
@@ -108,6 +110,8 @@ def run_stream_bench(model: str, device: str, streams: int, seconds: float, fps:
             elapsed = time.monotonic() - t0
             cpu1 = _thread_cpu(pipeline)
             phases = {k: v - phases0[k] for k, v in worker.phase_seconds.items()}
+            frames_read = sum(s.capture.stats.frames for s in pipeline.streams)
+            delivered = sum(s.capture.stats.delivered for s in pipeline.streams)
             windows = worker.windows - windows0
         finally:
             pipeline.stop()
@@ -119,6 +123,8 @@ def run_stream_bench(model: str, device: str, streams: int, seconds: float, fps:
     return {
         "model": model, "device": str(clf.device), "streams": streams, "fps": fps,
         "frame_size": [width, height], "stride_seconds": stride, "max_batch": max_batch,
+        "sampled_frames_only": sampled_frames_only,
+        "frames_prepared": round(delivered / max(1, frames_read), 3),
         "seconds": round(elapsed, 2),
         "windows_per_second_total": round(sum(rates.values()), 2),
         "windows_per_second_per_stream": {"target": round(target, 3),
@@ -162,5 +168,6 @@ def format_stream_result(r: dict[str, Any]) -> str:
         "  inference thread per window: " + ", ".join(
             f"{k} {v:.2f} ms" for k, v in r["inference_ms_per_window"].items())
         + f"; busy {100 * r['inference_busy']:.0f}% of the time",
-        "  CPU cores used: " + ", ".join(f"{k} {v:.2f}" for k, v in r["cpu_cores"].items()),
+        "  CPU cores used: " + ", ".join(f"{k} {v:.2f}" for k, v in r["cpu_cores"].items())
+        + f"; {100 * r['frames_prepared']:.0f}% of frames prepared",
     ])

@@ -263,19 +263,54 @@ def test_live_streams_wake_the_worker_only_when_a_window_is_due():
     cams = [FakeCamera(fps=30), FakeCamera(fps=30)]
     clf = ScriptedClassifier(num_frames=8, window_seconds=0.5)
     got = Collect()
-    p = Pipeline(config("window.stride_seconds=0.5"), classifier=clf, sources=cams, on_event=got)
+    p = Pipeline(config("window.stride_seconds=0.5", "window.sampled_frames_only=true"), classifier=clf,
+                 sources=cams, on_event=got)
     p.start()
     try:
         p.stop_event.wait(4.0)
     finally:
         p.stop()
-    frames = sum(s.ring.stats().written for s in p.streams)
+    frames = sum(s.capture.stats.frames for s in p.streams)
     preds = got.of("prediction")
     assert frames >= 150 and len(preds) >= 10, (frames, len(preds))
     # Each poll that finds nothing costs a scan of every ring; frames alone would cause ~frames polls.
     assert p.inference.polls < 0.5 * frames, (p.inference.polls, frames)
     for stream in ("camerafake", "camerafake-2"):
         ends = [e["window_end"] for e in preds if e["stream"] == stream]
-        assert np.all(np.diff(ends) > 0.45), ends       # one window per stride, none skipped or doubled
-        assert np.all(np.diff(ends) < 0.6), ends
+        steps = np.diff(ends)
+        # One window per stride, none skipped or doubled; each ends on a sampled frame (one per
+        # 0.0625 s sampling interval here), so a step is within an interval of the stride and
+        # they average to it.
+        assert np.all(np.abs(steps - 0.5) < 0.075), steps
+        assert abs(steps.mean() - 0.5) < 0.03, steps
     assert max(e["latency_ms"] for e in preds) < 150, preds   # woken as soon as the due frame arrived
+
+
+@pytest.mark.parametrize("every_frame", [False, True])
+def test_live_cameras_can_prepare_only_the_frames_windows_sample(every_frame):
+    """A model sampling every 4th frame of a 30 fps camera: with window.sampled_frames_only 3
+    frames in 4 are neither prepared nor stored, and the windows are the same every-4th-frame clips."""
+    cam = FakeCamera(fps=30)
+    clf = ScriptedClassifier(num_frames=16, window_seconds=16 * 4 / 30)
+    got = Collect()
+    p = Pipeline(config(f"window.sampled_frames_only={str(not every_frame).lower()}"), classifier=clf,
+                 source=cam, on_event=got)
+    p.start()
+    try:
+        deadline = time.monotonic() + 10
+        while len(got.of("prediction")) < 3 and time.monotonic() < deadline:
+            p.stop_event.wait(0.05)
+    finally:
+        p.stop()
+    stats = p.streams[0].capture.stats
+    assert len(got.of("prediction")) >= 3 and stats.frames > 60
+    if every_frame:
+        assert stats.unsampled == 0 and stats.delivered == stats.frames
+    else:
+        assert abs(stats.delivered - stats.frames / 4) <= 2, stats
+        assert stats.unsampled == stats.frames - stats.delivered
+    for clip in clf.calls:
+        steps = np.diff(clip[0, :, 0, 0, 0].astype(int)) % 256
+        assert np.all(steps[1:] == 4), steps                  # every 4th frame, none missing
+        # (the very first window may start at the first frame, within half an interval)
+        assert steps[0] == 4 or (every_frame and 1 <= steps[0] <= 4), steps

@@ -1,5 +1,7 @@
 import random
 
+import numpy as np
+
 import pytest
 
 from realtime.sampling import WindowSpec, first_due, select_window
@@ -83,3 +85,34 @@ def test_spec_validation():
         WindowSpec(0, 1.0)
     with pytest.raises(ValueError):
         WindowSpec(16, 0)
+
+
+def test_sample_grid_keeps_one_frame_per_interval_from_a_30fps_camera():
+    from realtime.sampling import SampleGrid
+    grid = SampleGrid(16 * 4 / 30 / 16)                  # VideoMAE-Kinetics: every 4th frame at 30 fps
+    ts = [i / 30 for i in range(120)]
+    kept = [i for i, t in enumerate(ts) if grid.keep(t)]
+    assert kept == list(range(0, 120, 4))
+
+
+def test_sample_grid_tolerates_jitter_and_continues_after_a_pause():
+    from realtime.sampling import SampleGrid
+    rng = np.random.default_rng(0)
+    grid = SampleGrid(0.1)
+    ts = np.sort(np.arange(0, 3, 1 / 30) + rng.uniform(-0.004, 0.004, 90))
+    kept = np.array([t for t in ts if grid.keep(float(t))])
+    steps = np.diff(kept)
+    assert np.all((steps > 0.08) & (steps < 0.12)), steps        # one per interval, none missed
+    assert abs(len(kept) - 30) <= 1
+    # A 1 s pause: the first frame after it is kept, and the grid goes on from there.
+    assert grid.keep(4.0) and not grid.keep(4.0 + 1 / 30) and grid.keep(4.1)
+    grid.reset()
+    assert grid.keep(4.11) and not grid.keep(4.14)                 # a new anchor
+
+
+def test_sample_grid_keeps_every_frame_when_the_interval_is_one_frame():
+    from realtime.sampling import SampleGrid
+    grid = SampleGrid(1 / 25)                             # I3D: consecutive frames
+    assert all(grid.keep(i / 25) for i in range(50))
+    with pytest.raises(ValueError):
+        SampleGrid(0)
