@@ -19,9 +19,9 @@ import numpy as np
 
 from .errors import SourceError
 from .ring import FrameRing
+from .sampling import SampleGrid
 from .sources import FrameSource, redact_text
 from .threads import WorkerThread
-from .sampling import SampleGrid
 from .types import FrameMeta, InputSpec, StreamStatus
 
 log = logging.getLogger(__name__)

@@ -263,7 +263,8 @@ class InferenceWorker:
             return False
         if self.max_wait > 0 and len(taken) < min(self.max_batch, n):
             # Dynamic batching: give other streams up to max_wait to fill the batch.
-            deadline = time.monotonic() + self.max_wait
+            waited_from = time.monotonic()
+            deadline = waited_from + self.max_wait
             while len(taken) < min(self.max_batch, n) and not self.stop_event.is_set():
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -271,7 +272,7 @@ class InferenceWorker:
                 self.wake.clear()
                 if not self._collect(order, taken, buffer):
                     self.wake.wait(remaining)
-            phases["wait"] += time.monotonic() - (deadline - self.max_wait)
+            phases["wait"] += time.monotonic() - waited_from
         self._rr = (self._rr + 1) % n   # rotate so no stream always waits when batches are full
         t0 = time.monotonic()
         probs, taken = self._classify(buffer, taken)

@@ -38,8 +38,13 @@ echo "bench rc=$?"; tail -25 "$OUT/bench.log"
 fi
 
 if [[ "$STEPS" == *" streams "* ]]; then
-step "bench: ${STREAMS:-64} synthetic 720p cameras through the pipeline"
-timeout "${STREAMS_TIMEOUT:-120}" $PY -m realtime bench --device cuda --streams "${STREAMS:-64}" \
-  --seconds "${STREAM_SECONDS:-20}" --json "$OUT/streams.json" >"$OUT/streams.log" 2>&1
-echo "streams rc=$?"; tail -25 "$OUT/streams.log"
+# Variants, ';'-separated: extra `realtime bench --streams` arguments for each run.
+IFS=';' read -ra variants <<< "${STREAM_VARIANTS:- ;--max-batch 16;--max-batch 16 --sampled-frames-only}"
+for i in "${!variants[@]}"; do
+  step "bench: ${STREAMS:-64} synthetic 720p cameras through the pipeline (${variants[$i]:-defaults})"
+  # shellcheck disable=SC2086  # the variant is a list of arguments
+  timeout "${STREAMS_TIMEOUT:-120}" $PY -m realtime bench --device cuda --streams "${STREAMS:-64}" \
+    --seconds "${STREAM_SECONDS:-20}" ${variants[$i]} --json "$OUT/streams$i.json" >"$OUT/streams$i.log" 2>&1
+  echo "streams rc=$?"; grep -A6 "^${STREAMS:-64} streams" "$OUT/streams$i.log"
+done
 fi
