@@ -60,3 +60,22 @@ def test_a_slow_first_frame_on_our_side_resets_the_window_without_calling_the_ca
     assert "lost" not in states and states[0] == "connected", states
     assert gaps == 1                      # the 1.5 s hole still never falls inside a window
     assert len(calls) > 20                # and frames flowed on afterwards
+
+
+def test_sampled_frames_only_still_hands_every_frame_to_video_sinks() -> None:
+    """The overlay draws on every frame; only the ring (the model's input) gets the sampled ones."""
+    ring = FrameRing(64)
+    stop = threading.Event()
+    seen = []
+    worker = CaptureWorker("cam", FakeCamera(fps=30), ring, SPEC, lambda bgr, spec: bgr, stop,
+                           lambda s: None, on_frame=lambda stream, bgr, meta: seen.append(meta.index),
+                           sample_interval=4 / 30)
+    worker.start()
+    time.sleep(2.0)
+    stop.set()
+    assert worker.join(5)
+    stats = worker.stats
+    assert seen == list(range(stats.frames)) and stats.frames > 40     # every frame, in order
+    assert stats.delivered + stats.unsampled == stats.frames
+    assert abs(stats.delivered - stats.frames / 4) <= 1, stats
+    assert [m.index % 4 for m in ring.metas()] == [0] * len(ring.metas())   # every 4th frame stored

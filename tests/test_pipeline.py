@@ -33,6 +33,17 @@ class Collect:
             return [e for e in self.events if e["type"] == kind]
 
 
+def run_until_predictions(p, got, count, timeout=10.0):
+    """Start ``p``, wait until ``got`` holds ``count`` predictions (or ``timeout``), stop it."""
+    p.start()
+    try:
+        deadline = time.monotonic() + timeout
+        while len(got.of("prediction")) < count and time.monotonic() < deadline:
+            p.stop_event.wait(0.05)
+    finally:
+        p.stop()
+
+
 def test_fast_file_classifies_every_stride_in_order(make_video):
     path = make_video(frames=60, fps=30.0)
     clf = ScriptedClassifier(num_frames=8, window_seconds=0.5, delay=0.03)
@@ -88,13 +99,7 @@ def test_live_source_newest_window_first_with_slow_model():
     clf = ScriptedClassifier(num_frames=8, window_seconds=0.5, delay=0.3)
     got = Collect()
     p = Pipeline(config("window.stride_seconds=0.1"), classifier=clf, source=cam, on_event=got)
-    p.start()
-    try:
-        deadline = time.monotonic() + 10
-        while len(got.of("prediction")) < 6 and time.monotonic() < deadline:
-            p.stop_event.wait(0.1)
-    finally:
-        p.stop()
+    run_until_predictions(p, got, 6)
     preds = got.of("prediction")
     assert len(preds) >= 6
     # a 0.3 s model on a 30 fps camera: each window ends at the newest frame
@@ -245,13 +250,7 @@ def test_max_wait_fills_batches_from_streams_that_are_just_behind():
     got = Collect()
     p = Pipeline(config("inference.max_wait_ms=200", "window.stride_seconds=0.3"), classifier=clf,
                  sources=cams, on_event=got)
-    p.start()
-    try:
-        deadline = time.monotonic() + 10
-        while len(got.of("prediction")) < 10 and time.monotonic() < deadline:
-            p.stop_event.wait(0.05)
-    finally:
-        p.stop()
+    run_until_predictions(p, got, 10)
     sizes = [len(c) for c in clf.calls]
     assert sizes.count(2) >= len(sizes) - 1, sizes       # (the very first may be alone)
     assert {e["stream"] for e in got.of("prediction")} == {"camerafake", "camerafake-2"}
@@ -295,13 +294,7 @@ def test_live_cameras_can_prepare_only_the_frames_windows_sample(every_frame):
     got = Collect()
     p = Pipeline(config(f"window.sampled_frames_only={str(not every_frame).lower()}"), classifier=clf,
                  source=cam, on_event=got)
-    p.start()
-    try:
-        deadline = time.monotonic() + 10
-        while len(got.of("prediction")) < 3 and time.monotonic() < deadline:
-            p.stop_event.wait(0.05)
-    finally:
-        p.stop()
+    run_until_predictions(p, got, 3)
     stats = p.streams[0].capture.stats
     assert len(got.of("prediction")) >= 3 and stats.frames > 60
     if every_frame:
