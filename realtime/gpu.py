@@ -573,9 +573,8 @@ class DeviceFrameRing:
 
     def _stage_host(self, bgr: np.ndarray) -> int:
         """Copy what the resize reads of ``bgr`` into a free pinned buffer; returns which one."""
-        if self._staged_size != bgr.shape[:2]:
-            with CUDA_GRAPH_CAPTURE_LOCK:
-                self._stage(bgr.shape[0], bgr.shape[1])
+        if self._staged_size != bgr.shape[:2]:      # (put holds the gate exclusively then)
+            self._stage(bgr.shape[0], bgr.shape[1])
         k = self._staging_next
         self._staging_next = (k + 1) % self._staging_count
         done = self._host_done[k]
@@ -607,9 +606,14 @@ class DeviceFrameRing:
             ready = torch.cuda.Event()
             ready.record(self._stream)
         self._host_done[k] = ready
-        if self._graph is None and self.cuda_graphs and self._graph_tries == 0:
+        if self._capture_pending:
             self._capture()
         return ready
+
+    @property
+    def _capture_pending(self) -> bool:
+        """The preprocessing of this frame size has not been captured as a graph yet (nor failed to)."""
+        return self._graph is None and self.cuda_graphs and self._graph_tries == 0
 
     def put(self, slot: int, bgr: np.ndarray) -> int:
         """Prepare the (H, W, 3) uint8 BGR frame ``bgr`` into ``slot``; returns the write's sequence number.
@@ -631,24 +635,19 @@ class DeviceFrameRing:
                     self.written += 1
                     self._sequence[slot] = self.written
                     return self.written
-            first_of_size = self._staged_size != bgr.shape[:2] or (
-                self._graph is None and self.cuda_graphs and self._graph_tries == 0)
-            if not first_of_size:
-                k = self._stage_host(bgr)
+            first_of_size = self._staged_size != bgr.shape[:2] or self._capture_pending
+            k = None if first_of_size else self._stage_host(bgr)
             with self._lock:
                 self.written += 1
                 sequence = self.written
                 self._sequence[slot] = -1        # being written
                 self._ready[slot] = None
                 consumed = self._consumed
-            if first_of_size:
-                # New buffers, the first frame run eagerly and its graph captured: one exclusive
-                # hold, so 64 cameras starting together wait for 64 holds, not three times that.
-                # (Never with the ring's lock held: gathers take that lock, then the gate.)
-                with CUDA_GRAPH_CAPTURE_LOCK:
-                    ready = self._enqueue(self._stage_host(bgr), slot, consumed)
-            else:
-                ready = self._enqueue(k, slot, consumed)
+            # The first frame of a size (new buffers, an eager run, the graph's capture) is one
+            # exclusive hold, so 64 cameras starting together wait for 64 holds, not three times
+            # that. (Never with the ring's lock held: gathers take that lock, then the gate.)
+            with CUDA_GRAPH_CAPTURE_LOCK if first_of_size else nullcontext():
+                ready = self._enqueue(self._stage_host(bgr) if k is None else k, slot, consumed)
             with self._lock:
                 self._sequence[slot] = sequence
                 self._ready[slot] = ready
