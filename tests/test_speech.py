@@ -379,7 +379,8 @@ def test_real_espeak_synthesises_again_when_a_wav_comes_out_empty(tmp_path, monk
     assert sink.wait_idle(10)
     assert runner.close(5)
     if empty_results == 1:
-        assert sink.stats.errors == 0 and len(checks) == 2, (sink.stats, checks)
+        # (the real synthesis can come out empty once more under load: that is what the retries are for)
+        assert sink.stats.errors == 0 and 2 <= len(checks) <= speech_mod.SAVE_ATTEMPTS, (sink.stats, checks)
         assert [p.name for p in sink.saved] == ["0000_running.wav"] and real_frames(sink.saved[0]) > 0
     else:
         assert sink.stats.errors == 1 and sink.saved == [], sink.stats
