@@ -55,7 +55,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
-from contextlib import contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, replace
 from typing import Callable, Iterator, Optional, Sequence, Union
 
@@ -703,49 +703,139 @@ class DeviceFrameRing:
         CUDA-graph input buffer, receives the frames without another copy. On CUDA the
         copy is queued on the caller's current stream after the slots' writes.
         ``sequences`` (same shape as ``slots``): the sequence numbers the slots must still
-        hold, else :class:`StaleFrameError` (nothing is copied).
+        hold, else :class:`StaleFrameError` (nothing is copied). :func:`gather_windows`
+        gathers a batch of windows from many rings at once.
         """
-        slot_array = np.asarray(slots, dtype=np.int64)
-        idx_cpu = torch.from_numpy(np.ascontiguousarray(slot_array))
-        shape = tuple(idx_cpu.shape)
-        flat = idx_cpu.reshape(-1)
-        if flat.numel() and (int(flat.min()) < 0 or int(flat.max()) >= self.capacity):
-            raise IndexError(f"slots {flat.tolist()} outside a ring of {self.capacity}")
+        slot_array = np.ascontiguousarray(np.asarray(slots, dtype=np.int64))
+        shape = slot_array.shape
+        flat = self._checked_slots(slot_array)
         expected = None if sequences is None else np.asarray(sequences, dtype=np.int64).reshape(-1)
-        if expected is not None and expected.shape != (flat.numel(),):
+        if expected is not None and expected.shape != flat.shape:
             raise ValueError(f"sequences {np.shape(sequences)} do not match slots {shape}")
         ch, cw = self.spec.crop
         # Ring lock first, then the gate shared (the order everywhere): the caller's stream may be
         # a pooled stream that a capture elsewhere is using.
         gate = CUDA_GRAPH_CAPTURE_LOCK.shared() if self._cuda else nullcontext()
         with self._lock, gate, torch.no_grad():
-            if expected is not None:
-                held = self._sequence[flat.numpy()]
-                if np.any(held != expected):
-                    raise StaleFrameError(f"{int(np.count_nonzero(held != expected))} of {flat.numel()} slots "
-                                          "were rewritten since their handle was taken")
-            elif self._cuda and flat.numel() and (self._sequence[flat.numpy()] < 0).any():
-                raise StaleFrameError("a slot asked for is being written")
-            frames = self.frames
-            if self._cuda and flat.numel():
-                # Writes run in order on the ring's stream: waiting for the newest of these
-                # slots' writes waits for all of them.
-                newest = int(flat[int(np.argmax(self._sequence[flat.numpy()]))])
-                event = self._ready[newest]
-                if event is not None:
-                    torch.cuda.current_stream(self.device).wait_event(event)
-            index = flat.to(self.device, non_blocking=True) if self._cuda else flat
-            target = None if out is None else out.view(-1, 3, ch, cw)
-            result = torch.index_select(frames, 0, index, out=target) if target is not None \
-                else torch.index_select(frames, 0, index)
+            problem = self._unreadable_locked(flat, expected)
+            if problem is not None:
+                raise StaleFrameError(problem)
+            stream = torch.cuda.current_stream(self.device) if self._cuda else None
+            event = self._ready_event_locked(flat)
+            if stream is not None and event is not None:
+                stream.wait_event(event)
+            index = torch.from_numpy(flat)
             if self._cuda:
-                consumed = torch.cuda.Event()
-                consumed.record(torch.cuda.current_stream(self.device))
-                self._consumed = consumed
+                index = index.to(self.device, non_blocking=True)
+            target = None if out is None else out.view(-1, 3, ch, cw)
+            result = torch.index_select(self.frames, 0, index, out=target) if target is not None \
+                else torch.index_select(self.frames, 0, index)
+            if stream is not None:
+                self._consumed = _recorded_event(stream)
         return result.view(*shape, 3, ch, cw)
+
+    def _checked_slots(self, slots: np.ndarray) -> np.ndarray:
+        """``slots`` flattened, every one inside the ring (else IndexError)."""
+        flat = slots.reshape(-1)
+        if flat.size and (int(flat.min()) < 0 or int(flat.max()) >= self.capacity):
+            raise IndexError(f"slots {flat.tolist()} outside a ring of {self.capacity}")
+        return flat
+
+    def _unreadable_locked(self, flat: np.ndarray, expected: Optional[np.ndarray]) -> Optional[str]:
+        """Why these slots cannot be read as asked (a slot rewritten since its handle was taken,
+        or being written), or None. Ring lock held."""
+        if expected is not None:
+            stale = int(np.count_nonzero(self._sequence[flat] != expected))
+            if stale:
+                return f"{stale} of {flat.size} slots were rewritten since their handle was taken"
+        elif self._cuda and flat.size and (self._sequence[flat] < 0).any():
+            return "a slot asked for is being written"
+        return None
+
+    def _ready_event_locked(self, flat: np.ndarray) -> Optional["torch.cuda.Event"]:
+        """The event after which these slots' frames are on the device (CUDA; ring lock held).
+        Writes run in order on the ring's stream, so the newest slot's write is the one to wait for."""
+        if not self._cuda or not flat.size:
+            return None
+        return self._ready[int(flat[int(np.argmax(self._sequence[flat]))])]
 
     def synchronize(self) -> None:
         """Wait until every write queued so far has finished (CUDA; a no-op on CPU)."""
         if self._stream is not None:
             with CUDA_GRAPH_CAPTURE_LOCK.shared():
                 self._stream.synchronize()
+
+
+def _recorded_event(stream: "torch.cuda.Stream") -> "torch.cuda.Event":
+    event = torch.cuda.Event()
+    event.record(stream)
+    return event
+
+
+def gather_windows(windows: Sequence[tuple[DeviceFrameRing, np.ndarray, np.ndarray]],
+                   out: torch.Tensor) -> list[int]:
+    """Gather a batch of windows, each from its own ring, into ``out[0]``, ``out[1]``, ...
+
+    Window ``i`` is ``(ring, slots, sequences)``: its (T,) slots and the sequence numbers they
+    must still hold. A window with a slot rewritten (or being written) since its handles were
+    taken is skipped; returns the positions of the windows gathered, in order (``out[j]`` holds
+    window ``kept[j]``). What :meth:`DeviceFrameRing.gather` does per window, done once per
+    batch where it can be: one host-to-device copy of all the indices and one "consumed" event
+    for all the rings; only the waits for each window's frames and its ``index_select`` are per
+    window. Every ring's lock is held from its check until that event is recorded, so a write
+    booked after a check waits (on the GPU) for the copy, as with ``gather``; the locks are taken
+    in one order (by ``id``), and before the capture gate, as everywhere.
+    """
+    if not windows:
+        return []
+    device = windows[0][0].device
+    length = out.shape[1] if out.ndim == 5 else -1
+    rings = sorted({id(ring): ring for ring, _, _ in windows}.values(), key=id)
+    checked = []
+    for ring, slots, sequences in windows:
+        if ring.device != device or ring.dtype != out.dtype:
+            raise ValueError(f"{ring!r} does not match the batch ({device}, {out.dtype})")
+        flat = ring._checked_slots(np.asarray(slots, dtype=np.int64))
+        expected = np.asarray(sequences, dtype=np.int64).reshape(-1)
+        if flat.size != length or expected.shape != flat.shape:
+            raise ValueError(f"a window of {flat.size} slots and {expected.size} sequences does not fit "
+                             f"{tuple(out.shape)}")
+        checked.append((ring, flat, expected))
+    if len(windows) > out.shape[0]:
+        raise ValueError(f"{len(windows)} windows do not fit {tuple(out.shape)}")
+    cuda = device.type == "cuda"
+    with ExitStack() as held:
+        for ring in rings:
+            held.enter_context(ring._lock)
+        if cuda:
+            held.enter_context(CUDA_GRAPH_CAPTURE_LOCK.shared())
+        held.enter_context(torch.no_grad())
+        kept: list[int] = []
+        waits: dict[int, "torch.cuda.Event"] = {}
+        for i, (ring, flat, expected) in enumerate(checked):
+            problem = ring._unreadable_locked(flat, expected)
+            if problem is not None:
+                logger.debug("%r: window skipped: %s", ring, problem)
+                continue
+            event = ring._ready_event_locked(flat)
+            if event is not None:
+                waits[id(event)] = event
+            kept.append(i)
+        if not kept:
+            return kept
+        stream = torch.cuda.current_stream(device) if cuda else None
+        if stream is not None:
+            for event in waits.values():
+                stream.wait_event(event)
+        index = torch.from_numpy(np.concatenate([checked[i][1] for i in kept]))
+        if cuda:
+            index = index.to(device, non_blocking=True)
+        for j, i in enumerate(kept):
+            ring = checked[i][0]
+            ch, cw = ring.spec.crop
+            torch.index_select(ring.frames, 0, index[j * length:(j + 1) * length], out=out[j].view(-1, 3, ch, cw))
+        if stream is not None:
+            consumed = _recorded_event(stream)
+            for ring in rings:
+                ring._consumed = consumed
+    return kept

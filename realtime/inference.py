@@ -23,6 +23,7 @@ from .models.base import ClipClassifier
 from .ring import FrameRing
 from .threads import WorkerThread
 from .sampling import WindowSpec, first_due, select_window
+from .smoothing import top_indices
 from .types import FrameMeta, LabelScore, Prediction
 
 log = logging.getLogger(__name__)
@@ -131,10 +132,7 @@ class StreamSlot:
 
 
 def top_k(probs: np.ndarray, labels: Sequence[str], k: int) -> tuple[LabelScore, ...]:
-    k = min(k, probs.shape[-1])
-    idx = np.argpartition(-probs, k - 1)[:k]
-    idx = idx[np.argsort(-probs[idx], kind="stable")]
-    return tuple(LabelScore(labels[i], float(probs[i])) for i in idx)
+    return tuple(LabelScore(labels[i], float(probs[i])) for i in top_indices(probs, k))
 
 
 class InferenceWorker:
@@ -199,18 +197,13 @@ class InferenceWorker:
             probs = self.classifier.predict(buffer[: len(taken)])
             self.phase_seconds["model"] += time.perf_counter() - t0
             return probs, taken
-        from .gpu import StaleFrameError
+        from .gpu import gather_windows
         t0 = time.perf_counter()
         fast = self.classifier.fast                       # type: ignore[attr-defined]
         x = fast.input_buffer(len(taken))
-        kept = []
-        for handles, item in zip(buffer, taken):
-            try:
-                item[0].device_ring.gather(handles[:, 0], out=x[len(kept)], sequences=handles[:, 1])
-            except StaleFrameError:
-                log.debug("%s: a frame of the window was overwritten on the device; skipped", item[0].name)
-                continue
-            kept.append(item)
+        # Windows with a frame overwritten on the device since their handles were taken are skipped.
+        kept = [taken[i] for i in gather_windows(
+            [(item[0].device_ring, handles[:, 0], handles[:, 1]) for handles, item in zip(buffer, taken)], x)]
         t1 = time.perf_counter()
         self.phase_seconds["gather"] += t1 - t0
         if not kept:

@@ -31,6 +31,7 @@ from realtime.gpu import (
     FramePreprocessor,
     StaleFrameError,
     aa_axis_plan,
+    gather_windows,
     make_plan,
     supports,
 )
@@ -238,6 +239,35 @@ def test_ring_handles_detect_rewritten_slots() -> None:
     assert ring.gather([[1, 2]], sequences=[[2, 3]]).shape == (1, 2, 3, 32, 32)
 
 
+def test_a_batch_of_windows_from_many_rings_skips_only_the_stale_ones() -> None:
+    spec = SPECS["tiny-32"]
+    rng = np.random.default_rng(3)
+    frames = [rng.integers(0, 256, (40, 56, 3), dtype=np.uint8) for _ in range(9)]
+    rings = [DeviceFrameRing(4, spec, "cpu") for _ in range(3)]
+    handles = [np.stack([ring.push_handle(f) for f in frames[3 * r:3 * r + 3]]) for r, ring in enumerate(rings)]
+    out = torch.full((4, 3, 3, 32, 32), float("nan"))
+    windows = [(rings[2], handles[2][:, 0], handles[2][:, 1]), (rings[0], handles[0][:, 0], handles[0][:, 1]),
+               (rings[1], handles[1][::-1, 0], handles[1][::-1, 1])]
+    assert gather_windows(windows, out) == [0, 1, 2]
+    np.testing.assert_array_equal(out[0].numpy(), cpu_window(frames[6:9], spec))
+    np.testing.assert_array_equal(out[1].numpy(), cpu_window(frames[0:3], spec))
+    np.testing.assert_array_equal(out[2].numpy(), cpu_window(frames[5:2:-1], spec))
+    assert torch.isnan(out[3]).all()                                  # untouched
+    rings[2].put(int(handles[2][1, 0]), frames[0])                     # ring 2's window goes stale
+    out.fill_(float("nan"))
+    assert gather_windows(windows, out) == [1, 2]                      # the others move up
+    np.testing.assert_array_equal(out[0].numpy(), cpu_window(frames[0:3], spec))
+    np.testing.assert_array_equal(out[1].numpy(), cpu_window(frames[5:2:-1], spec))
+    assert torch.isnan(out[2:]).all()
+    assert gather_windows([windows[0]], out) == [] and gather_windows([], out) == []
+    with pytest.raises(IndexError):
+        gather_windows([(rings[0], np.array([0, 1, 4]), handles[0][:, 1])], out)
+    with pytest.raises(ValueError, match="does not fit"):
+        gather_windows([(rings[0], handles[0][:2, 0], handles[0][:2, 1])], out)
+    with pytest.raises(ValueError, match="does not match"):
+        gather_windows([windows[1]], out.double())
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_ring_equals_cpu() -> None:  # pragma: no cover - runs on GPU machines only
     for name in ("videomae-224", "i3d"):
@@ -337,46 +367,61 @@ def test_cuda_rings_capture_in_many_threads_at_once() -> None:  # pragma: no cov
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_cuda_ring_gathers_while_its_camera_writes() -> None:  # pragma: no cover - GPU machines only
+@pytest.mark.parametrize("cameras", [1, 3])
+def test_cuda_rings_gather_while_their_cameras_write(cameras: int) -> None:  # pragma: no cover - GPU only
     """The writer holds the ring's lock only to book and publish a write, so gathers run while
-    frames upload: every window that passes its sequence check holds exactly its frames."""
+    frames upload: every window that passes its sequence check holds exactly its frames. One
+    camera: ``ring.gather``; three: a batch from all three rings with ``gather_windows``."""
     import collections
     import threading
     spec = SPECS["videomae-224"]
     rng = np.random.default_rng(5)
     frames = [rng.integers(0, 256, (720, 1280, 3), dtype=np.uint8) for _ in range(5)]
     prepared = cpu_window(frames, spec)
-    ring = DeviceFrameRing(8, spec, "cuda", torch.float32)
-    written: collections.deque = collections.deque(maxlen=4)   # (slot, sequence, frame index)
+    rings = [DeviceFrameRing(8, spec, "cuda", torch.float32) for _ in range(cameras)]
+    # per ring: (slot, sequence, frame index) of its newest 4 writes
+    written: list[collections.deque] = [collections.deque(maxlen=4) for _ in rings]
     lock, stop = threading.Lock(), threading.Event()
 
-    def camera() -> None:
-        i = 0
+    def camera(r: int) -> None:
+        i = r
         while not stop.is_set():
-            handle = ring.push_handle(frames[i % len(frames)])
+            handle = rings[r].push_handle(frames[i % len(frames)])
             with lock:
-                written.append((int(handle[0]), int(handle[1]), i % len(frames)))
+                written[r].append((int(handle[0]), int(handle[1]), i % len(frames)))
             i += 1
 
-    writer = threading.Thread(target=camera, daemon=True)
-    writer.start()
+    writers = [threading.Thread(target=camera, args=(r,), daemon=True) for r in range(cameras)]
+    for writer in writers:
+        writer.start()
     checked = stale = 0
+    out = torch.empty((cameras, 4, 3, *spec.crop), device="cuda")
     deadline = time.monotonic() + 5
     try:
         while time.monotonic() < deadline:
             with lock:
-                window = list(written)
-            if len(window) < 4:
+                windows = [list(w) for w in written]
+            if min(len(w) for w in windows) < 4:
                 continue
-            try:
-                got = ring.gather([w[0] for w in window], sequences=[w[1] for w in window])
-            except StaleFrameError:
-                stale += 1
-                continue
-            np.testing.assert_allclose(got.cpu().numpy(), prepared[[w[2] for w in window]], rtol=0,
-                                       atol=NORMALIZED_BOUND)
-            checked += 1
+            if cameras == 1:
+                try:
+                    got = [rings[0].gather([w[0] for w in windows[0]], sequences=[w[1] for w in windows[0]])]
+                    kept = [0]
+                except StaleFrameError:
+                    stale += 1
+                    continue
+            else:
+                out.fill_(float("nan"))
+                kept = gather_windows([(ring, np.array([w[0] for w in window]), np.array([w[1] for w in window]))
+                                       for ring, window in zip(rings, windows)], out)
+                got = [out[j] for j in range(len(kept))]
+                stale += cameras - len(kept)
+            for j, r in enumerate(kept):
+                np.testing.assert_allclose(got[j].cpu().numpy(), prepared[[w[2] for w in windows[r]]], rtol=0,
+                                           atol=NORMALIZED_BOUND)
+                checked += 1
     finally:
         stop.set()
-        writer.join(10)
-    assert checked >= 20, (checked, stale)
+        for writer in writers:
+            writer.join(10)
+    assert checked >= 20 * cameras, (checked, stale)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from realtime.errors import ConfigError
-from realtime.smoothing import LabelSmoother, SmoothingParams
+from realtime.smoothing import LabelSmoother, SmoothingParams, top_indices
 
 LABELS = ["walk", "run", "jump", "sit"]
 
@@ -123,3 +123,14 @@ def test_min_allowed_mass_turns_outside_activities_uncertain():
     assert plain.update(np.array([0.06, 0.04, 0.0, 0.9]), 0).label == "walk"
     # enough mass on the allowed labels: reported as usual
     assert sm.update(np.array([0.7, 0.1, 0.0, 0.2]), 1).label == "walk"
+
+
+def test_top_indices_is_the_head_of_a_stable_descending_sort():
+    """Ties (zeroed labels, equal scores) go to the lower position, as a full stable sort would."""
+    rng = np.random.default_rng(0)
+    for trial in range(2000):
+        n = int(rng.integers(1, 40))
+        values = (rng.random(n) if trial % 2 else rng.integers(0, 4, n)).astype(np.float32)
+        k = int(rng.integers(0, n + 3))
+        expected = np.argsort(-values, kind="stable")[:k]
+        np.testing.assert_array_equal(top_indices(values, k), expected)
