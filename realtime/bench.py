@@ -115,6 +115,7 @@ class BenchOptions:
     cuda_graphs: Optional[bool] = None            # default: on for CUDA
     preprocess: str = "auto"                      # "auto" (device ring on CUDA), "cpu" or "device"
     compile: bool = False
+    sdpa_backend: str = "auto"                    # ours: which attention kernel (models.fast.SDPA_BACKENDS)
     seed: int = 0
 
 
@@ -373,7 +374,7 @@ def _run_ours(subject: _Subject, frames_bgr: list[np.ndarray], device: torch.dev
     h, w = subject.spec.crop
     fast = FastModel(subject.ours_module, subject.ours_forward(subject.ours_module), (t, 3, h, w),
                      device=device, dtype=dtype, sdpa=True, cuda_graphs=opts.cuda_graphs,
-                     compile=opts.compile)
+                     compile=opts.compile, sdpa_backend=opts.sdpa_backend if subject.kind == "hf" else "auto")
     capacity = max(t, new_frames) * 2 + 2
     path: Any
     use_device = opts.preprocess == "device" or (opts.preprocess == "auto" and device.type == "cuda")
@@ -443,6 +444,7 @@ def _run_ours(subject: _Subject, frames_bgr: list[np.ndarray], device: torch.dev
     return {
         "latency_newest_frame_ms": latency_stats(newest_frame),
         "preprocess": path.description, "dtype": str(fast.dtype).removeprefix("torch."), "attn": fast.attn,
+        "sdpa_backend": fast.sdpa_backend,
         "cuda_graphs": fast.cuda_graphs, "compile": fast.compiled, "captured_batches": list(fast.captured_batches),
         "moved_plain_tensors": fast.moved_attributes, "warmup_s": warmup_s,
         "frames_per_window": new_frames, "preprocess_ms_per_frame": float(np.median(per_frame)),
@@ -546,6 +548,7 @@ def format_table(result: dict[str, Any]) -> str:
         f"GFLOPs per window: {result['gflops_per_window']:.1f}",
         f"reference: {ref['processor']} (cpu) + model {ref['dtype']} attn={ref['attn']} on {ref['model_device']}",
         f"ours:      {ours['preprocess']} + FastModel {ours['dtype']} attn={ours['attn']} "
+        f"({ours.get('sdpa_backend', 'auto')} kernel) "
         f"cuda_graphs={ours['cuda_graphs']} compile={ours['compile']}; "
         f"{ours['preprocess_ms_per_frame']:.2f} ms per frame",
         "",

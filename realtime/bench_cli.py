@@ -10,6 +10,7 @@ from pathlib import Path
 
 from .cli_common import setup_logging
 from .errors import ConfigError
+from .types import SDPA_BACKENDS
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -46,14 +47,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="run our model eagerly on CUDA")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile our model (cache under ~/.cache/realtime/inductor)")
+    p.add_argument("--sdpa-backend", choices=SDPA_BACKENDS, default="auto",
+                   help="our attention kernel (transformers models; default auto: torch's choice)")
     p.add_argument("--streams", type=int, default=0, metavar="N",
                    help="instead: run N synthetic live cameras through the real pipeline and report "
                         "per-stream windows/s and newest-frame age (e.g. --streams 64 on a GPU)")
     p.add_argument("--seconds", type=float, default=20.0, help="with --streams: how long to run")
     p.add_argument("--max-batch", type=int, default=64, help="with --streams: inference.max_batch")
     p.add_argument("--max-wait-ms", type=float, default=5.0, help="with --streams: inference.max_wait_ms")
-    p.add_argument("--sampled-frames-only", action="store_true",
-                   help="with --streams: window.sampled_frames_only (prepare only the frames windows sample)")
+    p.add_argument("--every-frame", action="store_true",
+                   help="with --streams: window.sampled_frames_only=false (prepare every captured frame, "
+                        "not only those windows sample)")
     p.add_argument("--json", metavar="OUT", help="also write the results as JSON to OUT")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="warning")
     p.set_defaults(func=cmd_bench)
@@ -81,7 +85,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     opts = BenchOptions(model=args.model, device=args.device, dtype=args.dtype, batches=batches,
                         repeats=args.repeats, warmup=args.warmup, frames=frames, fps=args.fps,
                         stride=args.stride, cuda_graphs=args.cuda_graphs, preprocess=args.preprocess,
-                        compile=args.compile)
+                        compile=args.compile, sdpa_backend=args.sdpa_backend)
     result = run_bench(opts)
     print(format_table(result), flush=True)
     if args.json:
@@ -99,7 +103,8 @@ def _cmd_stream_bench(args: argparse.Namespace, frames: tuple[int, int]) -> int:
         raise ConfigError("--streams, --seconds and --max-batch must be > 0, --max-wait-ms >= 0")
     result = run_stream_bench(args.model, args.device, args.streams, args.seconds, args.fps, frames,
                               args.stride, args.max_batch, args.max_wait_ms, args.preprocess,
-                              sampled_frames_only=args.sampled_frames_only)
+                              sampled_frames_only=not args.every_frame,
+                              sdpa_backend=args.sdpa_backend)
     print(format_stream_result(result), flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1) + "\n")

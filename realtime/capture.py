@@ -92,7 +92,8 @@ class CaptureWorker:
                  loop: bool = False, backoff: Optional[Backoff] = None, max_attempts: int = 0,
                  gap_seconds: float = 1.0, span_seconds: float = 3.0,
                  on_frame: Optional[Callable[[str, np.ndarray, FrameMeta], None]] = None,
-                 sample_interval: Optional[float] = None) -> None:
+                 sample_interval: Optional[float] = None,
+                 keep_when: Optional[Callable[[], bool]] = None) -> None:
         self.stream = stream
         self.source = source
         self.ring = ring
@@ -108,8 +109,11 @@ class CaptureWorker:
         self.span_seconds = span_seconds   # the ring must hold this much time of frames
         self.on_frame = on_frame           # raw BGR frames for sinks that draw on video
         # Live sources: only the frames a window can sample (one per sampling interval) are
-        # prepared and stored; None prepares every frame.
+        # prepared and stored; None prepares every frame. ``keep_when()`` True keeps a frame off
+        # the grid too: the inference worker is late for a due window, which then ends at the
+        # newest frame instead of a grid frame up to one sampling interval older.
         self._grid = SampleGrid(sample_interval) if sample_interval else None
+        self._keep_when = keep_when
         self.stats = CaptureStats()
         self.error: Optional[BaseException] = None
         # A stalled camera can hold this thread inside a C call (open or read) for up to its
@@ -285,7 +289,8 @@ class CaptureWorker:
                 self._size_ring((len(self._recent) - 1) / span)
         meta = FrameMeta(self._index, ts, captured_at, wall, source_ts)
         self._index += 1
-        if self._grid is not None and info.live and not self._grid.keep(ts):
+        if self._grid is not None and info.live and not self._grid.keep(ts) and not (
+                self._keep_when is not None and self._keep_when()):
             self.stats.unsampled += 1
             self._ready_at = time.monotonic()
             if self.on_frame is not None:

@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import ConfigError
+from .types import SdpaBackend
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
@@ -46,6 +47,9 @@ class ModelConfig(_Strict):
     name: str = Field("i3d-kinetics400", description="i3d-kinetics400, a local directory or a hub id")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    sdpa_backend: SdpaBackend = Field(
+        "auto", description="transformers models: which scaled_dot_product_attention kernel runs "
+        "(auto = torch's choice)")
     num_frames: Optional[int] = Field(None, ge=1, description="override the model's frames per window")
     window_seconds: Optional[float] = Field(None, gt=0, description="override the model's window span")
 
@@ -53,10 +57,10 @@ class ModelConfig(_Strict):
 class WindowConfig(_Strict):
     stride_seconds: float = Field(0.5, gt=0, description="time between classified windows")
     sampled_frames_only: bool = Field(
-        False, description="live sources: prepare and store only the frames a window can sample "
-        "(one per sampling interval: a quarter of a 30 fps camera's for VideoMAE-Kinetics), not "
-        "every captured frame; with a model slower than the stride, labels then come from a "
-        "frame up to one sampling interval older")
+        True, description="live sources: prepare and store only the frames a window can sample "
+        "(one per sampling interval: a quarter of a 30 fps camera's for VideoMAE-Kinetics), plus "
+        "every frame while the inference worker is late for a due window (so that window still "
+        "ends at the newest frame); false prepares every captured frame")
 
 
 class InferenceConfig(_Strict):

@@ -91,6 +91,15 @@ class StreamSlot:
         newest = self.ring.newest()
         return newest is not None and newest.ts >= self.next_due
 
+    def overdue(self) -> bool:
+        """A live stream's next window is due but not taken yet (the worker is busy with others):
+        with ``window.sampled_frames_only`` its capture thread then keeps frames off the sampling
+        grid too, so the late window ends at the newest frame."""
+        if self.schedule != NEWEST or self.next_due is None:
+            return False
+        newest = self.ring.newest()
+        return newest is not None and newest.ts >= self.next_due
+
     def take(self, out: np.ndarray) -> Optional[tuple[FrameMeta, ...]]:
         """Copy the next due window into ``out``; its frame metadata, or None."""
         if not self.due():

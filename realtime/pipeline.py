@@ -95,7 +95,7 @@ class Pipeline:
             classifier = self._classifier
         else:
             m = self.config.model
-            classifier = create_classifier(m.name, device=m.device, dtype=m.dtype)
+            classifier = create_classifier(m.name, device=m.device, dtype=m.dtype, sdpa_backend=m.sdpa_backend)
         log.info("loading model %s", getattr(classifier, "name", "?"))
         t0 = time.monotonic()
         classifier.load()
@@ -192,7 +192,8 @@ class Pipeline:
             backoff=Backoff(rc.initial_delay, max(rc.max_delay, rc.initial_delay)),
             max_attempts=rc.max_attempts, gap_seconds=sc.gap_seconds, span_seconds=span,
             on_frame=self._on_frame if self._frame_sinks else None,
-            sample_interval=spec.interval if self.config.window.sampled_frames_only else None)
+            sample_interval=spec.interval if self.config.window.sampled_frames_only else None,
+            keep_when=slot.overdue)
         return StreamRuntime(name, source, ring, capture, slot)
 
     # ------------------------------------------------------------------ events

@@ -55,7 +55,7 @@ class SyntheticCamera:
         self._open = False
 
 
-def _classifier(model: str, device: str, workdir: Path) -> Any:
+def _classifier(model: str, device: str, workdir: Path, sdpa_backend: str = "auto") -> Any:
     from .models import create_classifier
     from .models.hf import HFVideoClassifier
     if model.startswith("videomae-") and model.endswith("-random"):
@@ -63,14 +63,14 @@ def _classifier(model: str, device: str, workdir: Path) -> Any:
         net, processor = _random_videomae(model, seed=0)
         net.save_pretrained(workdir / model)
         processor.save_pretrained(workdir / model)
-        return HFVideoClassifier(str(workdir / model), device=device)
-    return create_classifier(model, device=device)
+        return HFVideoClassifier(str(workdir / model), device=device, sdpa_backend=sdpa_backend)
+    return create_classifier(model, device=device, sdpa_backend=sdpa_backend)
 
 
 def run_stream_bench(model: str, device: str, streams: int, seconds: float, fps: float,
                      frame_size: tuple[int, int], stride: float, max_batch: int,
                      max_wait_ms: float = 0.0, preprocess: str = "auto",
-                     sampled_frames_only: bool = False) -> dict[str, Any]:
+                     sampled_frames_only: bool = True, sdpa_backend: str = "auto") -> dict[str, Any]:
     """Run ``streams`` synthetic live cameras for ``seconds``; per-stream rates and frame ages."""
     from .bench import synthetic_frames
     from .pipeline import Pipeline
@@ -87,7 +87,7 @@ def run_stream_bench(model: str, device: str, streams: int, seconds: float, fps:
                 ages.setdefault(event["stream"], []).append(event["latency_ms"])
 
     with tempfile.TemporaryDirectory(prefix="realtime-bench-") as tmp:
-        clf = _classifier(model, device, Path(tmp))
+        clf = _classifier(model, device, Path(tmp), sdpa_backend)
         cfg = load_config(None, ["sinks=[]", "run.log_level=warning", f"window.stride_seconds={stride}",
                                  f"inference.max_batch={max_batch}", f"inference.max_wait_ms={max_wait_ms}",
                                  f"inference.preprocess={preprocess}", "events.heartbeat_seconds=0",
@@ -123,7 +123,7 @@ def run_stream_bench(model: str, device: str, streams: int, seconds: float, fps:
     return {
         "model": model, "device": str(clf.device), "streams": streams, "fps": fps,
         "frame_size": [width, height], "stride_seconds": stride, "max_batch": max_batch,
-        "sampled_frames_only": sampled_frames_only,
+        "sampled_frames_only": sampled_frames_only, "sdpa_backend": sdpa_backend,
         "frames_prepared": round(delivered / max(1, frames_read), 3),
         "seconds": round(elapsed, 2),
         "windows_per_second_total": round(sum(rates.values()), 2),

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional, Sequence
+from typing import Literal, Optional, Sequence, get_args
 
 import numpy as np
+
+SdpaBackend = Literal["auto", "flash", "cudnn", "efficient", "math"]
+SDPA_BACKENDS: tuple[str, ...] = get_args(SdpaBackend)
+"""Which ``scaled_dot_product_attention`` kernel a ``transformers`` model runs: torch's own choice,
+FlashAttention-2, cuDNN's fused attention, memory-efficient attention or the plain math."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -165,6 +165,25 @@ def test_eager_wrapper_gives_the_plain_model_probabilities() -> None:
     torch.testing.assert_close(fast.probs(x), expected, rtol=0, atol=1e-6)
 
 
+@pytest.mark.parametrize("backend", ["math", "flash"])
+def test_pinned_attention_kernel_computes_the_same_probabilities(backend: str) -> None:
+    model = tiny_videomae()
+    x = windows(2, seed=3)
+    expected = plain_probs(model, x)
+    fast = FastModel(model, hf_forward(model), INPUT_SHAPE, device="cpu", sdpa_backend=backend)
+    assert fast.sdpa_backend == backend
+    torch.testing.assert_close(fast.probs(x), expected, rtol=0, atol=1e-5)
+
+
+def test_attention_kernel_errors_name_the_backend() -> None:
+    model = tiny_videomae()
+    with pytest.raises(ValueError, match="'fastest'.*auto, flash, cudnn"):
+        FastModel(model, hf_forward(model), INPUT_SHAPE, device="cpu", sdpa_backend="fastest")
+    fast = FastModel(model, hf_forward(model), INPUT_SHAPE, device="cpu", sdpa_backend="cudnn")
+    with pytest.raises(ValueError, match="sdpa backend 'cudnn' has no attention kernel for torch.float32 inputs on cpu"):
+        fast.probs(windows(1))
+
+
 def test_input_buffer_is_filled_in_place_outside_inference_mode() -> None:
     model = tiny_videomae()
     wrapped = copy.deepcopy(model)
@@ -256,6 +275,23 @@ def test_cuda_graphs_match_eager() -> None:  # pragma: no cover - GPU machines o
     torch.testing.assert_close(graphed.probs(buffer), eager.probs(x), rtol=0, atol=1e-3)
     # fp32 reference on the same device, loose bound for bf16
     torch.testing.assert_close(graphed.probs(x).cpu(), plain_probs(model, x), rtol=0, atol=0.05)
+
+
+@cuda
+@pytest.mark.parametrize("backend", ["flash", "cudnn", "efficient"])
+def test_cuda_graphs_with_a_pinned_attention_kernel(backend: str) -> None:  # pragma: no cover - GPU only
+    model = tiny_videomae()
+    x = windows(3, seed=5)
+    auto_model = copy.deepcopy(model)
+    auto = FastModel(auto_model, hf_forward(auto_model), INPUT_SHAPE, device="cuda", dtype="auto",
+                     cuda_graphs=False)
+    pinned = FastModel(model, hf_forward(model), INPUT_SHAPE, device="cuda", dtype="auto", sdpa_backend=backend)
+    try:
+        got = pinned.probs(x)
+    except ValueError as exc:
+        pytest.skip(str(exc))                        # e.g. no cuDNN attention on this GPU
+    assert pinned.captured_batches == (3,)
+    torch.testing.assert_close(got, auto.probs(x), rtol=0, atol=1e-2)
 
 
 @cuda

@@ -17,8 +17,9 @@ BUILTIN_MODELS = {I3D_NAME: "Kinetics-400 I3D (Inception-v1, RGB), DeepMind weig
 
 
 def create_classifier(name: str, *, device: str = "auto", dtype: str = "auto",
-                      cache_dir: Optional[str] = None) -> ClipClassifier:
-    """Build (not load) the classifier named ``name``."""
+                      cache_dir: Optional[str] = None, sdpa_backend: str = "auto") -> ClipClassifier:
+    """Build (not load) the classifier named ``name``. ``sdpa_backend``: the attention kernel of
+    ``transformers`` models (see :data:`realtime.types.SDPA_BACKENDS`; I3D has no attention)."""
     if name == I3D_NAME:
         from .i3d import I3DClassifier
         return I3DClassifier(device=device, dtype=dtype, cache_dir=cache_dir)
@@ -26,7 +27,7 @@ def create_classifier(name: str, *, device: str = "auto", dtype: str = "auto",
         from .finetuned import FineTunedI3DClassifier
         return FineTunedI3DClassifier(name, device=device, dtype=dtype, cache_dir=cache_dir)
     from .hf import HFVideoClassifier
-    return HFVideoClassifier(name, device=device, dtype=dtype)
+    return HFVideoClassifier(name, device=device, dtype=dtype, sdpa_backend=sdpa_backend)
 
 
 __all__ = ["BUILTIN_MODELS", "ClipClassifier", "I3D_NAME", "create_classifier"]

@@ -9,7 +9,8 @@ loading code; each provides its forward adapter (:func:`hf_forward`,
 * dtype: :func:`fast_dtype` picks bfloat16 on CUDA, float16 on GPUs without bf16,
   float32 on CPU;
 * attention: :func:`use_sdpa` switches ``transformers`` models to
-  ``scaled_dot_product_attention`` where they support it;
+  ``scaled_dot_product_attention`` where they support it; ``sdpa_backend`` pins which
+  of its kernels runs (:data:`realtime.types.SDPA_BACKENDS`; "auto" leaves the choice to torch);
 * plain tensor attributes: :func:`move_plain_tensors` (see below);
 * CUDA graphs (CUDA only, on by default there): one graph per batch size in use,
   captured on first use (or in :meth:`FastModel.warmup`) after warm-up iterations on
@@ -40,6 +41,7 @@ import torch
 from torch import nn
 
 from ..gpu import CUDA_GRAPH_CAPTURE_LOCK, device_synchronize, exclusive_capture
+from ..types import SDPA_BACKENDS
 
 logger = logging.getLogger(__name__)
 
@@ -208,6 +210,34 @@ def use_sdpa(model: nn.Module) -> str:
     return str(getattr(model.config, "_attn_implementation", current))
 
 
+_NO_KERNEL = ("No available kernel", "No viable backend")   # torch's words, on CUDA and on CPU
+
+
+def with_sdpa_backend(forward: Forward, backend: str) -> Forward:
+    """``forward`` running with only the ``backend`` kernel of ``scaled_dot_product_attention``
+    allowed ("auto": unchanged). A backend with no kernel for these inputs (cuDNN on a CPU, flash
+    attention in float32 on CUDA...) raises a ValueError naming it, not torch's bare "No
+    available kernel"."""
+    if backend not in SDPA_BACKENDS:
+        raise ValueError(f"sdpa backend {backend!r}: expected one of {', '.join(SDPA_BACKENDS)}")
+    if backend == "auto":
+        return forward
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    kernel = {"flash": SDPBackend.FLASH_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION,
+              "efficient": SDPBackend.EFFICIENT_ATTENTION, "math": SDPBackend.MATH}[backend]
+
+    def pinned(x: torch.Tensor) -> torch.Tensor:
+        try:
+            with sdpa_kernel([kernel]):
+                return forward(x)
+        except RuntimeError as exc:
+            if not any(text in str(exc) for text in _NO_KERNEL):
+                raise
+            raise ValueError(f"sdpa backend {backend!r} has no attention kernel for {x.dtype} inputs on "
+                             f"{x.device}; use 'auto' or another of {', '.join(SDPA_BACKENDS[1:])}") from exc
+    return pinned
+
+
 def hf_forward(model: nn.Module) -> Forward:
     """Adapter for ``transformers`` video classifiers: ``pixel_values`` (B, T, C, H, W) -> logits."""
     def forward(x: torch.Tensor) -> torch.Tensor:
@@ -258,7 +288,8 @@ class FastModel:
                  device: DeviceLike = "auto", dtype: DtypeLike = None, sdpa: bool = True,
                  cuda_graphs: Optional[bool] = None, graph_batches: Optional[Sequence[int]] = None,
                  max_graphs: int = 8, compile: bool = False, compile_mode: Optional[str] = None,
-                 compile_backend: str = "inductor", warmup_iters: int = 2) -> None:
+                 compile_backend: str = "inductor", warmup_iters: int = 2,
+                 sdpa_backend: str = "auto") -> None:
         if len(input_shape) != 4:
             raise ValueError(f"input_shape must be one window's (T, C, H, W), got {tuple(input_shape)}")
         self.device = resolve_device(device)
@@ -276,6 +307,8 @@ class FastModel:
         self.moved_attributes = move_plain_tensors(module, self.device, self.dtype)
         self.attn = use_sdpa(module) if sdpa else str(getattr(getattr(module, "config", None),
                                                               "_attn_implementation", "n/a"))
+        self.sdpa_backend = sdpa_backend
+        forward = with_sdpa_backend(forward, sdpa_backend)
         self.compiled = bool(compile)
         if compile:
             configure_compile_cache()
@@ -295,8 +328,8 @@ class FastModel:
         self._pool: Any = None
         self._eager_buffer: Optional[torch.Tensor] = None
         self._lock = threading.RLock()
-        logger.info("fast model on %s: dtype=%s attn=%s cuda_graphs=%s compile=%s%s",
-                    self.device, str(self.dtype).removeprefix("torch."), self.attn, self.cuda_graphs,
+        logger.info("fast model on %s: dtype=%s attn=%s (%s kernel) cuda_graphs=%s compile=%s%s",
+                    self.device, str(self.dtype).removeprefix("torch."), self.attn, sdpa_backend, self.cuda_graphs,
                     self.compiled, f", moved {self.moved_attributes}" if self.moved_attributes else "")
 
     def __repr__(self) -> str:

@@ -372,9 +372,11 @@ class HFVideoClassifier:
         *,
         frame_stride: Optional[int] = None,
         cuda_graphs: Optional[bool] = None,
+        sdpa_backend: str = "auto",
     ) -> None:
         self.model_id = os.fspath(model_id_or_dir)
         self.cuda_graphs = cuda_graphs            # None: on for CUDA devices
+        self.sdpa_backend = sdpa_backend          # which SDPA kernel (realtime.types.SDPA_BACKENDS)
         self.fast: Any = None                     # a FastModel after load()
         self.name = self.model_id
         self.requested_device = device
@@ -501,7 +503,8 @@ class HFVideoClassifier:
         # Also moves plain tensor attributes (VideoMAE's position table) to the device, and on
         # CUDA replays the forward as a CUDA graph per batch size.
         fast = FastModel(model, hf_forward(model), (num_frames, 3, *spec.crop), device=device,
-                         dtype=None, sdpa=False, cuda_graphs=self.cuda_graphs)
+                         dtype=None, sdpa=False, cuda_graphs=self.cuda_graphs,
+                         sdpa_backend=self.sdpa_backend if attn == "sdpa" else "auto")
 
         self.config = config
         self.processor_settings = settings

@@ -35,6 +35,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--fps", type=float, default=30.0)
     ap.add_argument("--infer", type=float, default=0.5)
+    ap.add_argument("--sampled-frames-only", action="store_true", help="window.sampled_frames_only=true")
     args = ap.parse_args()
     cam = FakeCamera(fps=args.fps, size=(720, 1280))
     clf = ScriptedClassifier(num_frames=16, window_seconds=16 * 4 / 30, delay=args.infer, crop=224,
@@ -46,7 +47,9 @@ def main() -> None:
             with lock:
                 ages.append(e["latency_ms"])
 
-    p = Pipeline(load_config(None, ["sinks=[]", "run.log_level=warning"]), classifier=clf,
+    overrides = ["sinks=[]", "run.log_level=warning",
+                 f"window.sampled_frames_only={str(args.sampled_frames_only).lower()}"]
+    p = Pipeline(load_config(None, overrides), classifier=clf,
                  source=cam, on_event=on_event)
     p.start()
     rss = []
@@ -64,7 +67,7 @@ def main() -> None:
         "predictions": len(a), "age_ms_p50": round(float(np.percentile(a, 50)), 1),
         "age_ms_p99": round(float(np.percentile(a, 99)), 1), "age_ms_max": round(float(a.max()), 1),
         "bound_ms": round(args.infer * 1000 + 2000 / args.fps, 1), "frames_captured": cam.produced,
-        "ring_capacity": p.streams[0].ring.capacity, "rss_mb_at_10s": round(settled[0], 1),
+        "frames_prepared": p.streams[0].capture.stats.delivered, "ring_capacity": p.streams[0].ring.capacity, "rss_mb_at_10s": round(settled[0], 1),
         "rss_mb_end": round(settled[-1], 1), "rss_mb_max": round(max(settled), 1),
     }))
 
