@@ -53,8 +53,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="instead: run N synthetic live cameras through the real pipeline and report "
                         "per-stream windows/s and newest-frame age (e.g. --streams 64 on a GPU)")
     p.add_argument("--seconds", type=float, default=20.0, help="with --streams: how long to run")
-    p.add_argument("--max-batch", type=int, default=64, help="with --streams: inference.max_batch")
-    p.add_argument("--max-wait-ms", type=float, default=5.0, help="with --streams: inference.max_wait_ms")
+    p.add_argument("--max-batch", type=int, default=None,
+                   help="with --streams: inference.max_batch (default: the pipeline's, 8)")
+    p.add_argument("--max-wait-ms", type=float, default=None,
+                   help="with --streams: inference.max_wait_ms (default: the pipeline's, 0)")
     p.add_argument("--every-frame", action="store_true",
                    help="with --streams: window.sampled_frames_only=false (prepare every captured frame, "
                         "not only those windows sample)")
@@ -97,8 +99,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def _cmd_stream_bench(args: argparse.Namespace, frames: tuple[int, int]) -> int:
     import json
 
+    from .config import InferenceConfig
     from .stream_bench import format_stream_result, run_stream_bench
 
+    defaults = InferenceConfig()
+    if args.max_batch is None:
+        args.max_batch = defaults.max_batch
+    if args.max_wait_ms is None:
+        args.max_wait_ms = defaults.max_wait_ms
     if args.streams < 1 or args.seconds <= 0 or args.max_batch < 1 or args.max_wait_ms < 0:
         raise ConfigError("--streams, --seconds and --max-batch must be > 0, --max-wait-ms >= 0")
     result = run_stream_bench(args.model, args.device, args.streams, args.seconds, args.fps, frames,

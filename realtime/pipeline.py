@@ -41,6 +41,15 @@ log = logging.getLogger(__name__)
 STOP_TIMEOUT = 2.0      # seconds the whole shutdown may take
 
 
+def warmup_batch_sizes(max_batch: int, compiled: bool) -> list[int]:
+    """The batch sizes to capture CUDA graphs for at start: all up to ``max_batch``, or with
+    ``torch.compile`` (seconds of compiling each) powers of two and ``max_batch``, the others
+    padded up to the next of them."""
+    if not compiled:
+        return list(range(1, max_batch + 1))
+    return sorted({min(1 << i, max_batch) for i in range(max_batch.bit_length() + 1)})
+
+
 def default_stream_name(info: SourceInfo) -> str:
     if info.kind == "camera":
         return f"camera{info.uri.removeprefix('/dev/video')}"
@@ -95,14 +104,18 @@ class Pipeline:
             classifier = self._classifier
         else:
             m = self.config.model
-            classifier = create_classifier(m.name, device=m.device, dtype=m.dtype, sdpa_backend=m.sdpa_backend)
+            classifier = create_classifier(m.name, device=m.device, dtype=m.dtype, sdpa_backend=m.sdpa_backend,
+                                           compile=m.compile)
         log.info("loading model %s", getattr(classifier, "name", "?"))
         t0 = time.monotonic()
         classifier.load()
         fast = getattr(classifier, "fast", None)
         if fast is not None and str(classifier.device).startswith("cuda"):
             # Compile / capture CUDA graphs for every batch size now, not on the first windows.
-            fast.warmup(range(1, self.config.inference.max_batch + 1))
+            sizes = warmup_batch_sizes(self.config.inference.max_batch, fast.compiled)
+            if fast.compiled:
+                fast.serve_batches(sizes)
+            fast.warmup(sizes)
         log.info("model ready in %.1f s on %s: %d labels, %d frames per %.2f s window",
                  time.monotonic() - t0, classifier.device, len(classifier.labels),
                  classifier.num_frames, classifier.window_seconds)

@@ -122,7 +122,7 @@ def run_stream_bench(model: str, device: str, streams: int, seconds: float, fps:
     target = 1.0 / stride
     return {
         "model": model, "device": str(clf.device), "streams": streams, "fps": fps,
-        "frame_size": [width, height], "stride_seconds": stride, "max_batch": max_batch,
+        "frame_size": [width, height], "stride_seconds": stride, "max_batch": max_batch, "max_wait_ms": max_wait_ms,
         "sampled_frames_only": sampled_frames_only, "sdpa_backend": sdpa_backend,
         "frames_prepared": round(delivered / max(1, frames_read), 3),
         "seconds": round(elapsed, 2),
@@ -160,7 +160,8 @@ def format_stream_result(r: dict[str, Any]) -> str:
     rate = r["windows_per_second_per_stream"]
     return "\n".join([
         f"{r['streams']} streams x {r['fps']:g} fps {r['frame_size'][0]}x{r['frame_size'][1]}, "
-        f"model {r['model']} on {r['device']}, {r['seconds']} s",
+        f"model {r['model']} on {r['device']}, {r['seconds']} s; max batch {r['max_batch']}, max wait "
+        f"{r.get('max_wait_ms', 0):g} ms, {'sampled frames' if r['sampled_frames_only'] else 'every frame'}",
         f"  windows/s: {r['windows_per_second_total']} total; per stream min {rate['min']} "
         f"max {rate['max']} (target {rate['target']}); starved streams: {r['starved_streams']}",
         f"  newest-frame age when classified: p50 {age['p50']} ms, p99 {age['p99']} ms, "

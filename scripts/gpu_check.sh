@@ -39,7 +39,7 @@ fi
 
 if [[ "$STEPS" == *" streams "* ]]; then
 # Variants, ';'-separated: extra `realtime bench --streams` arguments for each run.
-IFS=';' read -ra variants <<< "${STREAM_VARIANTS:- ;--max-batch 16;--max-batch 16 --every-frame}"
+IFS=';' read -ra variants <<< "${STREAM_VARIANTS:- ;--max-batch 16;--every-frame}"
 for i in "${!variants[@]}"; do
   step "bench: ${STREAMS:-64} synthetic 720p cameras through the pipeline (${variants[$i]:-defaults})"
   # shellcheck disable=SC2086  # the variant is a list of arguments

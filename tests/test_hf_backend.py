@@ -151,6 +151,23 @@ def test_constructor_only_stores(tmp_path: Path) -> None:
         clf.predict(np.zeros((1, 16, 32, 32, 3), np.uint8))
 
 
+def test_model_settings_reach_the_fast_model(tiny_dir: Path, offline: None, caplog: pytest.LogCaptureFixture) -> None:
+    """model.sdpa_backend and model.compile from the configuration: the kernel is pinned; compiling
+    applies to CUDA only, so on a CPU it is refused with a warning and the model runs as is."""
+    from realtime.config import load_config
+    from realtime.models import create_classifier
+    m = load_config(None, ["model.sdpa_backend=math", "model.compile=true"]).model
+    clf = create_classifier(str(tiny_dir), device="cpu", sdpa_backend=m.sdpa_backend, compile=m.compile)
+    assert isinstance(clf, HFVideoClassifier) and clf.compile and clf.sdpa_backend == "math"
+    with caplog.at_level("WARNING"):
+        clf.load()
+    assert clf.fast.sdpa_backend == "math" and not clf.fast.compiled
+    assert "model.compile applies to CUDA devices" in caplog.text
+    assert clf.predict(smooth_frames(16, 32, 32)[None]).shape == (1, 5)
+    i3d = create_classifier("i3d-kinetics400", device="cpu", compile=True)
+    assert i3d.compile                                   # (loading it is the I3D tests' business)
+
+
 def test_sdpa_falls_back_to_eager(tmp_path: Path, offline: None) -> None:
     """TimeSformer has no SDPA attention; its 8-frame base recipe samples every 32nd frame."""
     clf = HFVideoClassifier(make_tiny_timesformer(tmp_path / "ts"), device="cpu", attn="sdpa")

@@ -307,3 +307,11 @@ def test_live_cameras_can_prepare_only_the_frames_windows_sample(every_frame):
         assert np.all(steps[1:] == 4), steps                  # every 4th frame, none missing
         # (the very first window may start at the first frame, within half an interval)
         assert steps[0] == 4 or (every_frame and 1 <= steps[0] <= 4), steps
+
+
+def test_start_up_captures_every_batch_size_or_with_compile_powers_of_two():
+    from realtime.pipeline import warmup_batch_sizes
+    assert warmup_batch_sizes(8, compiled=False) == list(range(1, 9))
+    assert warmup_batch_sizes(8, compiled=True) == [1, 2, 4, 8]
+    assert warmup_batch_sizes(12, compiled=True) == [1, 2, 4, 8, 12]
+    assert warmup_batch_sizes(1, compiled=True) == [1]

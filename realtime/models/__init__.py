@@ -17,17 +17,19 @@ BUILTIN_MODELS = {I3D_NAME: "Kinetics-400 I3D (Inception-v1, RGB), DeepMind weig
 
 
 def create_classifier(name: str, *, device: str = "auto", dtype: str = "auto",
-                      cache_dir: Optional[str] = None, sdpa_backend: str = "auto") -> ClipClassifier:
+                      cache_dir: Optional[str] = None, sdpa_backend: str = "auto",
+                      compile: bool = False) -> ClipClassifier:
     """Build (not load) the classifier named ``name``. ``sdpa_backend``: the attention kernel of
-    ``transformers`` models (see :data:`realtime.types.SDPA_BACKENDS`; I3D has no attention)."""
+    ``transformers`` models (see :data:`realtime.types.SDPA_BACKENDS`; I3D has no attention). ``compile``: ``torch.compile`` the network (transformers models and the
+    built-in I3D; a fine-tuned I3D runs as is)."""
     if name == I3D_NAME:
         from .i3d import I3DClassifier
-        return I3DClassifier(device=device, dtype=dtype, cache_dir=cache_dir)
+        return I3DClassifier(device=device, dtype=dtype, cache_dir=cache_dir, compile=compile)
     if (Path(name).expanduser() / "realtime_model.json").is_file():   # `realtime finetune` output
         from .finetuned import FineTunedI3DClassifier
         return FineTunedI3DClassifier(name, device=device, dtype=dtype, cache_dir=cache_dir)
     from .hf import HFVideoClassifier
-    return HFVideoClassifier(name, device=device, dtype=dtype, sdpa_backend=sdpa_backend)
+    return HFVideoClassifier(name, device=device, dtype=dtype, sdpa_backend=sdpa_backend, compile=compile)
 
 
 __all__ = ["BUILTIN_MODELS", "ClipClassifier", "I3D_NAME", "create_classifier"]

@@ -238,6 +238,15 @@ def with_sdpa_backend(forward: Forward, backend: str) -> Forward:
     return pinned
 
 
+def compile_on(device: DeviceLike, wanted: bool, name: str) -> bool:
+    """Whether to ``torch.compile`` ``name`` on ``device``: only on CUDA (on a CPU, inductor would
+    compile every batch size for a small gain), with a warning when asked for elsewhere."""
+    if wanted and torch.device(device).type != "cuda":
+        logger.warning("model.compile applies to CUDA devices; %s runs uncompiled on %s", name, device)
+        return False
+    return bool(wanted)
+
+
 def hf_forward(model: nn.Module) -> Forward:
     """Adapter for ``transformers`` video classifiers: ``pixel_values`` (B, T, C, H, W) -> logits."""
     def forward(x: torch.Tensor) -> torch.Tensor:
@@ -403,6 +412,12 @@ class FastModel:
         return entry
 
     # ------------------------------------------------------------------ running
+
+    def serve_batches(self, sizes: Iterable[int]) -> None:
+        """Capture graphs only for these batch sizes from now on; a batch is padded up to the
+        smallest of them that fits (larger ones run eagerly). Graphs already captured stay."""
+        with self._lock:
+            self.graph_batches = tuple(sorted({int(b) for b in sizes}))
 
     def input_buffer(self, batch: int) -> torch.Tensor:
         """A (batch, T, C, H, W) device tensor to fill in place (e.g. by

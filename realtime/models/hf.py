@@ -373,10 +373,12 @@ class HFVideoClassifier:
         frame_stride: Optional[int] = None,
         cuda_graphs: Optional[bool] = None,
         sdpa_backend: str = "auto",
+        compile: bool = False,
     ) -> None:
         self.model_id = os.fspath(model_id_or_dir)
         self.cuda_graphs = cuda_graphs            # None: on for CUDA devices
         self.sdpa_backend = sdpa_backend          # which SDPA kernel (realtime.types.SDPA_BACKENDS)
+        self.compile = compile                    # torch.compile the forward (FastModel)
         self.fast: Any = None                     # a FastModel after load()
         self.name = self.model_id
         self.requested_device = device
@@ -499,12 +501,12 @@ class HFVideoClassifier:
         dtype = _resolve_dtype(self.requested_dtype, device)
         model, attn = self._load_model(AutoModelForVideoClassification, src, hub_kwargs, dtype)
         model = model.to(device).eval()
-        from .fast import FastModel, hf_forward
+        from .fast import FastModel, compile_on, hf_forward
         # Also moves plain tensor attributes (VideoMAE's position table) to the device, and on
         # CUDA replays the forward as a CUDA graph per batch size.
         fast = FastModel(model, hf_forward(model), (num_frames, 3, *spec.crop), device=device,
                          dtype=None, sdpa=False, cuda_graphs=self.cuda_graphs,
-                         sdpa_backend=self.sdpa_backend if attn == "sdpa" else "auto")
+                         sdpa_backend=self.sdpa_backend if attn == "sdpa" else "auto", compile=compile_on(device, self.compile, self.model_id))
 
         self.config = config
         self.processor_settings = settings

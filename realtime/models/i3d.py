@@ -378,12 +378,14 @@ class I3DClassifier:
     input_spec = INPUT_SPEC
 
     def __init__(self, device: str = "auto", dtype: str = "auto",
-                 cache_dir: Optional[PathLike] = None, num_frames: int = DEFAULT_NUM_FRAMES) -> None:
+                 cache_dir: Optional[PathLike] = None, num_frames: int = DEFAULT_NUM_FRAMES,
+                 compile: bool = False) -> None:
         if num_frames < MIN_FRAMES:
             raise ValueError(f"num_frames must be at least {MIN_FRAMES}, got {num_frames}")
         self.device = _resolve_device(device)
         self.dtype = _resolve_dtype(dtype, self.device)
         self.cache_dir = cache_dir
+        self.compile = compile                 # torch.compile the network (FastModel)
         self.num_frames = int(num_frames)
         self.window_seconds = self.num_frames / KINETICS_FPS
         self._model: Optional[InceptionI3d] = None
@@ -414,10 +416,11 @@ class I3DClassifier:
         # has, so predict() needs no transpose copy.
         self._model = model.to(device=self.device, dtype=_DTYPES[self.dtype],
                                memory_format=torch.channels_last_3d)
-        from .fast import FastModel, i3d_forward
+        from .fast import FastModel, compile_on, i3d_forward
         self.fast = FastModel(self._model, i3d_forward(self._model),
                               (self.num_frames, 3, *self.input_spec.crop), device=self.device,
-                              dtype=None, sdpa=False)
+                              dtype=None, sdpa=False,
+                              compile=compile_on(self.device, self.compile, self.name))
         logger.info("loaded %s from %s on %s (%s) in %.1f s", self.name, path, self.device,
                     self.dtype, time.monotonic() - started)
 
