@@ -88,8 +88,7 @@ class StreamSlot:
         if (self.schedule != NEWEST or self.next_due is None or self.ring.closed
                 or self.ring.gaps != self.gaps_seen):
             return True
-        newest = self.ring.newest()
-        return newest is not None and newest.ts >= self.next_due
+        return self.overdue()
 
     def overdue(self) -> bool:
         """A live stream's next window is due but not taken yet (the worker is busy with others):
