@@ -20,8 +20,9 @@ def create_classifier(name: str, *, device: str = "auto", dtype: str = "auto",
                       cache_dir: Optional[str] = None, sdpa_backend: str = "auto",
                       compile: bool = False) -> ClipClassifier:
     """Build (not load) the classifier named ``name``. ``sdpa_backend``: the attention kernel of
-    ``transformers`` models (see :data:`realtime.types.SDPA_BACKENDS`; I3D has no attention). ``compile``: ``torch.compile`` the network (transformers models and the
-    built-in I3D; a fine-tuned I3D runs as is)."""
+    ``transformers`` models (see :data:`realtime.types.SDPA_BACKENDS`; I3D has no attention).
+    ``compile``: ``torch.compile`` the network on CUDA (transformers models and the built-in I3D;
+    a fine-tuned I3D runs as is)."""
     if name == I3D_NAME:
         from .i3d import I3DClassifier
         return I3DClassifier(device=device, dtype=dtype, cache_dir=cache_dir, compile=compile)

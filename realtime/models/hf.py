@@ -506,7 +506,8 @@ class HFVideoClassifier:
         # CUDA replays the forward as a CUDA graph per batch size.
         fast = FastModel(model, hf_forward(model), (num_frames, 3, *spec.crop), device=device,
                          dtype=None, sdpa=False, cuda_graphs=self.cuda_graphs,
-                         sdpa_backend=self.sdpa_backend if attn == "sdpa" else "auto", compile=compile_on(device, self.compile, self.model_id))
+                         sdpa_backend=self.sdpa_backend if attn == "sdpa" else "auto",
+                         compile=compile_on(device, self.compile, self.model_id))
 
         self.config = config
         self.processor_settings = settings

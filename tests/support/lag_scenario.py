@@ -67,7 +67,8 @@ def main() -> None:
         "predictions": len(a), "age_ms_p50": round(float(np.percentile(a, 50)), 1),
         "age_ms_p99": round(float(np.percentile(a, 99)), 1), "age_ms_max": round(float(a.max()), 1),
         "bound_ms": round(args.infer * 1000 + 2000 / args.fps, 1), "frames_captured": cam.produced,
-        "frames_prepared": p.streams[0].capture.stats.delivered, "ring_capacity": p.streams[0].ring.capacity, "rss_mb_at_10s": round(settled[0], 1),
+        "frames_prepared": p.streams[0].capture.stats.delivered, "ring_capacity": p.streams[0].ring.capacity,
+        "rss_mb_at_10s": round(settled[0], 1),
         "rss_mb_end": round(settled[-1], 1), "rss_mb_max": round(max(settled), 1),
     }))
 
