@@ -30,7 +30,9 @@ class HealthMonitor:
 
     def record(self, stream: str, latency_ms: float) -> None:
         with self._lock:
-            w = self._windows.setdefault(stream, _Window(time.monotonic(), 0))
+            # A stream's first counting window starts where the frame count starts: at the last
+            # beat (the pipeline's start), not at its first prediction.
+            w = self._windows.setdefault(stream, _Window(self._last_beat, 0))
             w.predictions += 1
             if len(w.latencies) < 10_000:
                 w.latencies.append(latency_ms)

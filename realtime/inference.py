@@ -54,6 +54,10 @@ class StreamSlot:
     done: bool = False
     device_ring: Optional[Any] = None        # realtime.gpu.DeviceFrameRing when frames live on the GPU
     on_reset: list[Callable[[], None]] = field(default_factory=list)
+    window_epoch: int = 0                   # the ring's gap count when the last window was taken
+    # Held while a prediction of this stream is checked and published, and while the pipeline
+    # publishes its status: a window from before a gap is never published after the "lost".
+    emit_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def _select(self, metas: Sequence[FrameMeta]) -> Optional[list[int]]:
         if not metas:
@@ -109,6 +113,7 @@ class StreamSlot:
             self.next_due = None
             for callback in self.on_reset:
                 callback()
+        self.window_epoch = gaps
         got = self.ring.gather(self._select, out=out)
         if got is None:
             return None
@@ -123,6 +128,11 @@ class StreamSlot:
             # camera's sampled frames come one per sampling interval, 0.133 s for VideoMAE), so
             # windows come every stride on average.
             self.next_due += self.stride
+            if self.next_due <= end:
+                # Frames further apart than the stride (a 1 fps clip, a jump in the timestamps, a
+                # stride shorter than a frame): the next window must end on a newer frame, or the
+                # same frame would be due again and a paced file would wait on it forever.
+                self.next_due += (int((end - self.next_due) // self.stride) + 1) * self.stride
         else:
             # The first window, or a live stream the worker fell behind on: start afresh here.
             self.next_due = end + self.stride
@@ -130,6 +140,10 @@ class StreamSlot:
         spec = self.spec
         self.ring.release_older_than(self.next_due - (spec.num_frames - 0.5) * spec.interval)
         return metas
+
+    def stale(self) -> bool:
+        """The source had a gap (lost, reconnected) after the last window was taken."""
+        return self.ring.gaps != self.window_epoch
 
     def finished(self) -> bool:
         """The stream ended and its last frames have been classified."""
@@ -149,7 +163,7 @@ class InferenceWorker:
     def __init__(self, slots: Sequence[StreamSlot], classifier: ClipClassifier, stop: threading.Event,
                  wake: threading.Event, on_prediction: Callable[[Prediction, np.ndarray], None], *,
                  top_k: int = 5, max_batch: int = 8, max_wait: float = 0.0,
-                 idle_timeout: float = 0.1) -> None:
+                 idle_timeout: float = 0.1, after_step: Optional[Callable[[], None]] = None) -> None:
         self.slots = list(slots)
         self.classifier = classifier
         self.stop_event = stop
@@ -159,6 +173,8 @@ class InferenceWorker:
         self.max_batch = max(1, max_batch)
         self.max_wait = max(0.0, max_wait)   # seconds a partial batch may wait for more streams
         self.idle_timeout = idle_timeout
+        self.after_step = after_step        # called on this thread between batches
+        self.stale_windows = 0              # classified, then dropped: the source had a gap since
         self.error: Optional[BaseException] = None
         self.batches = 0
         self.windows = 0
@@ -167,6 +183,8 @@ class InferenceWorker:
         self._buffer: Optional[np.ndarray] = None
         # Seconds spent in each phase of step(), summed (``realtime bench --streams`` reports them).
         self.phase_seconds = dict.fromkeys(PHASES, 0.0)
+        self.longest_forward = 0.0                  # seconds of the slowest batch so far
+        self._forward_since: Optional[float] = None  # monotonic start of the batch in the model
         self._worker = WorkerThread(self._run, "inference")
 
     def start(self) -> None:
@@ -182,6 +200,11 @@ class InferenceWorker:
     def cpu_seconds(self) -> Optional[float]:
         """CPU time the inference thread has used so far (see :meth:`WorkerThread.cpu_seconds`)."""
         return self._worker.cpu_seconds()
+
+    def in_forward(self) -> Optional[float]:
+        """Seconds the batch now in the model has been running, or None between batches."""
+        since = self._forward_since
+        return None if since is None else time.monotonic() - since
 
     @property
     def on_device(self) -> bool:
@@ -224,7 +247,10 @@ class InferenceWorker:
         try:
             while not self.stop_event.is_set():
                 self.wake.clear()
-                if not self.step():
+                stepped = self.step()
+                if self.after_step is not None:
+                    self.after_step()
+                if not stepped:
                     if all(slot.finished() for slot in self.slots):
                         log.info("all streams ended; inference done")
                         return
@@ -275,9 +301,15 @@ class InferenceWorker:
                     self.wake.wait(remaining)
             phases["wait"] += time.monotonic() - waited_from
         self._rr = (self._rr + 1) % n   # rotate so no stream always waits when batches are full
-        t0 = time.monotonic()
-        probs, taken = self._classify(buffer, taken)
+        if self.stop_event.is_set():     # stopping: start no forward pass that stop() must wait for
+            return False
+        t0 = self._forward_since = time.monotonic()
+        try:
+            probs, taken = self._classify(buffer, taken)
+        finally:
+            self._forward_since = None
         done = time.monotonic()
+        self.longest_forward = max(self.longest_forward, done - t0)
         infer_ms = (done - t0) * 1000.0
         self.batches += 1
         labels = self.classifier.labels
@@ -289,6 +321,10 @@ class InferenceWorker:
                 top_k=top_k(row, labels, self.top_k), latency_ms=(done - newest.captured_at) * 1000.0,
                 inference_ms=infer_ms, frame_indices=(oldest.index, newest.index))
             self.windows += 1
-            self.on_prediction(pred, row)
+            with slot.emit_lock:
+                if slot.stale():
+                    self.stale_windows += 1
+                    continue
+                self.on_prediction(pred, row)
         phases["emit"] += time.monotonic() - done
         return True

@@ -17,28 +17,31 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
-from urllib.parse import urlsplit
 
 import numpy as np
 
 from .capture import PACE_FAST, Backoff, CaptureWorker
-from .config import Config, SourceConfig
+from .config import Config, SourceConfig, safe_stream_name
 from .errors import RealtimeError
 from .events import EventFactory, change_fields, smoothed_fields
 from .health import HealthMonitor
 from .inference import EVERY, NEWEST, InferenceWorker, StreamSlot
 from .models import ClipClassifier, create_classifier
 from .preprocess import prepare_frame
+from .redact import host_of
 from .ring import DROP_OLDEST, WAIT, FrameRing
 from .sampling import WindowSpec
 from .smoothing import LabelSmoother, SmoothingParams
 from .sinks import Sink, SinkRunner, build_sink
-from .sources import FrameSource, SourceInfo, open_source
+from .sources import FrameSource, SourceInfo, check_source, classify_source, open_source
 from .types import FrameMeta, Prediction, StreamStatus
 
 log = logging.getLogger(__name__)
 
-STOP_TIMEOUT = 2.0      # seconds the whole shutdown may take
+STOP_TIMEOUT = 2.0      # seconds capture, inference and the sinks each get to stop
+FORWARD_WAIT_UNKNOWN = 30.0   # bound on the wait for a batch in the model before any finished
+FORWARD_WAIT_MAX = 300.0      # bound on that wait, however slow the model has been
+TERMINAL_STATES = ("ended", "error")
 
 
 def warmup_batch_sizes(max_batch: int, compiled: bool) -> list[int]:
@@ -51,12 +54,15 @@ def warmup_batch_sizes(max_batch: int, compiled: bool) -> list[int]:
 
 
 def default_stream_name(info: SourceInfo) -> str:
+    """``camera0``, the host (``127-0-0-1``) or the file's stem, made topic-safe: feed topics
+    are ``<type>.<stream>`` and subscribers match them by prefix, so a name has no dots."""
     if info.kind == "camera":
-        return f"camera{info.uri.removeprefix('/dev/video')}"
-    if info.kind == "network":
-        host = urlsplit(info.uri).hostname or "stream"
-        return host
-    return Path(info.uri).stem or "file"
+        name, fallback = f"camera{info.uri.removeprefix('/dev/video')}", "camera"
+    elif info.kind == "network":
+        name, fallback = host_of(info.uri), "stream"
+    else:
+        name, fallback = Path(info.uri).stem, "file"
+    return safe_stream_name(name) or fallback
 
 
 @dataclass
@@ -92,6 +98,10 @@ class Pipeline:
         self.inference: Optional[InferenceWorker] = None
         self.started_at: Optional[float] = None
         self._stopped = False
+        self._force = threading.Event()          # a second Ctrl-C: stop without waiting for the model
+        self._held: dict[str, StreamStatus] = {}  # a stream's last status, published after its last window
+        self._held_lock = threading.Lock()
+        self.abandoned: list[str] = []           # threads still running when stop() gave up on them
         self.smoothers: dict[str, LabelSmoother] = {}
         self.health = HealthMonitor(config.events.heartbeat_seconds)
         self._sink_errors: dict[str, int] = {}
@@ -116,9 +126,10 @@ class Pipeline:
             if fast.compiled:
                 fast.serve_batches(sizes)
             fast.warmup(sizes)
+        spec = self._window_spec(classifier)
         log.info("model ready in %.1f s on %s: %d labels, %d frames per %.2f s window",
                  time.monotonic() - t0, classifier.device, len(classifier.labels),
-                 classifier.num_frames, classifier.window_seconds)
+                 spec.num_frames, spec.window_seconds)
         return classifier
 
     def _window_spec(self, classifier: ClipClassifier) -> WindowSpec:
@@ -203,7 +214,7 @@ class Pipeline:
             name, source, ring, classifier.input_spec, prepare, self.stop_event,
             self._on_status, pace=sc.pace, loop=sc.loop,
             backoff=Backoff(rc.initial_delay, max(rc.max_delay, rc.initial_delay)),
-            max_attempts=rc.max_attempts, gap_seconds=sc.gap_seconds, span_seconds=span,
+            max_attempts=rc.max_attempts, connect_attempts=sc.connect_attempts, gap_seconds=sc.gap_seconds, span_seconds=span,
             on_frame=self._on_frame if self._frame_sinks else None,
             sample_interval=spec.interval if self.config.window.sampled_frames_only else None,
             keep_when=slot.overdue)
@@ -224,9 +235,39 @@ class Pipeline:
             except Exception as exc:
                 runner.record_error(exc)
 
+    def _slot_of(self, stream: str) -> Optional[StreamSlot]:
+        for s in self.streams:
+            if s.name == stream:
+                return s.slot
+        return None
+
     def _on_status(self, status: StreamStatus) -> None:
-        self._publish(self.events.status(status))
+        if status.state in TERMINAL_STATES:
+            # Held until the stream's last window is published: nothing of a stream follows its end.
+            with self._held_lock:
+                self._held[status.stream] = status
+        else:
+            slot = self._slot_of(status.stream)
+            if slot is None:
+                self._publish(self.events.status(status))
+            else:
+                with slot.emit_lock:
+                    self._publish(self.events.status(status))
         self.wake.set()
+
+    def _release_held(self, everything: bool = False) -> None:
+        """Publish the held end statuses of streams that are done (all of them at shutdown).
+
+        Called on the inference thread between batches, where no window is in flight, and by
+        ``stop()`` once inference has ended."""
+        with self._held_lock:
+            if not self._held:
+                return
+            ready = [name for name in self._held
+                     if everything or (slot := self._slot_of(name)) is None or slot.finished()]
+            statuses = [self._held.pop(name) for name in ready]
+        for status in statuses:
+            self._publish(self.events.status(status))
 
     def _on_prediction(self, pred: Prediction, probs: np.ndarray) -> None:
         if self.on_prediction is not None:
@@ -262,7 +303,10 @@ class Pipeline:
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
-        """Open sinks, load the model, then start inference and capture."""
+        """Check the sources, open sinks, load the model, then start inference and capture."""
+        if not self._sources:
+            for sc in self.config.stream_configs():
+                check_source(classify_source(sc.uri))    # a missing file fails now, not after the model
         sinks = self._sinks if self._sinks is not None else [build_sink(c) for c in self.config.sinks]
         try:
             for sink in sinks:
@@ -280,7 +324,7 @@ class Pipeline:
                 [s.slot for s in self.streams], self.classifier, self.stop_event, self.wake,
                 self._on_prediction, top_k=self.config.inference.top_k,
                 max_batch=self.config.inference.max_batch,
-                max_wait=self.config.inference.max_wait_ms / 1000.0)
+                max_wait=self.config.inference.max_wait_ms / 1000.0, after_step=self._release_held)
             self.inference.start()
             for stream in self.streams:
                 stream.capture.start()
@@ -325,8 +369,24 @@ class Pipeline:
                 log.info("%s: quit requested", runner.name)
                 self.stop_event.set()
 
+    def force_stop(self) -> None:
+        """Stop now: ``stop()`` no longer waits for a batch still in the model (a second Ctrl-C)."""
+        self._force.set()
+        self.stop_event.set()
+        self.wake.set()
+
+    @property
+    def forced(self) -> bool:
+        """``force_stop()`` was called: the run was cut short."""
+        return self._force.is_set()
+
     def stop(self) -> None:
-        """Stop every thread in order (capture, inference, sinks) within about 2 s."""
+        """Stop every thread in order: capture, inference, sinks.
+
+        Each gets about ``STOP_TIMEOUT``; a batch still in the model is waited for (bounded by
+        :meth:`_forward_wait`, and not at all after :meth:`force_stop`), since a thread inside a
+        forward pass at interpreter exit aborts the process. Threads given up on are named in
+        ``abandoned``. The held end statuses are published, then every sink drains its queue."""
         if self._stopped:
             return
         self._stopped = True
@@ -336,15 +396,47 @@ class Pipeline:
         for stream in self.streams:
             if not stream.capture.join(max(0.05, min(0.5, deadline - time.monotonic()))):
                 log.warning("capture %s is stuck in the source; abandoning it", stream.name)
-        if self.inference is not None and not self.inference.join(
-                max(0.1, deadline - time.monotonic() - 0.5)):
-            log.warning("inference did not stop in time")
+                self.abandoned.append(f"capture-{stream.name}")
+        if self.inference is not None and not self._join_inference(deadline):
+            self.abandoned.append("inference")
+        self._release_held(everything=True)
+        sink_deadline = time.monotonic() + STOP_TIMEOUT
         for runner in self.runners:
-            runner.close(max(0.2, deadline - time.monotonic()))
-        if self.classifier is not None:
+            if not runner.close(max(0.2, sink_deadline - time.monotonic())):
+                self.abandoned.append(f"sink-{runner.name}")
+        if self.classifier is not None and "inference" not in self.abandoned:
             close = getattr(self.classifier, "close", None)
             if callable(close):
                 close()
+
+    def _forward_wait(self) -> float:
+        """How long to wait for a batch in the model: well past the slowest one so far."""
+        assert self.inference is not None
+        slowest = self.inference.longest_forward
+        if slowest <= 0:
+            return FORWARD_WAIT_UNKNOWN
+        return min(FORWARD_WAIT_MAX, max(STOP_TIMEOUT, 3.0 * slowest + 1.0))
+
+    def _join_inference(self, deadline: float) -> bool:
+        inference = self.inference
+        assert inference is not None
+        running = inference.in_forward()
+        if running is None and inference.join(max(0.1, deadline - time.monotonic())):
+            return True
+        running = inference.in_forward()
+        if running is not None and not self._force.is_set():
+            bound = self._forward_wait()
+            log.warning("stopping: waiting up to %.0f s for the model to finish the window it has "
+                        "been classifying for %.1f s (Ctrl-C again to quit now)", bound, running)
+            end = time.monotonic() + bound
+            while not self._force.is_set() and time.monotonic() < end:
+                if inference.join(min(0.1, max(0.0, end - time.monotonic()))):
+                    return True
+        if self._force.is_set():
+            log.warning("quitting without waiting for the model")
+        else:
+            log.error("inference did not stop in time")
+        return False
 
     def error(self) -> Optional[BaseException]:
         for stream in self.streams:
@@ -366,6 +458,10 @@ class Pipeline:
             if isinstance(err, RealtimeError):
                 raise err
             raise RealtimeError(f"pipeline failed: {type(err).__name__}: {err}") from err
+
+    def lost_events(self) -> dict[str, tuple[int, str]]:
+        """Sinks that failed to write events: name -> (failures, the last error)."""
+        return {r.name: (r.errors, r.last_error or "?") for r in self.runners if r.errors}
 
     def stats(self) -> dict[str, Any]:
         out: dict[str, Any] = {"streams": {}, "sinks": {r.name: r.stats() for r in self.runners}}

@@ -54,7 +54,7 @@ class Change:
 @dataclass(frozen=True)
 class Smoothed:
     label: str                          # stable label (friendly), or the uncertain label
-    score: float                        # smoothed score of the stable label (of the best, if uncertain)
+    score: float                        # smoothed score of the stable label (1 - best's, if uncertain)
     uncertain: bool
     top_k: tuple[tuple[str, float], ...]  # smoothed, friendly names, best first
     raw_top_k: tuple[tuple[str, float], ...]
@@ -191,7 +191,9 @@ class LabelSmoother:
                         _top(s, self.names, self.top_k), raw_top, change)
 
     def _score(self, s: np.ndarray, state: int) -> float:
-        return float(s.max() if state == self._NONE else s[state])
+        """The score of the reported label: its smoothed probability, or for the uncertain label
+        what no label has (1 - the best smoothed score), so it always belongs to the label."""
+        return float(1.0 - s.max() if state == self._NONE else s[state])
 
     def _switch(self, new: int, score: float, t: float) -> Change:
         previous = None if self._state is None else self._name(self._state)

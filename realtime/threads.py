@@ -1,18 +1,44 @@
-"""A worker thread's lifecycle, shared by the capture and inference workers."""
+"""The project's worker threads: how they start, join and are accounted for.
+
+Every thread the project starts goes through :func:`start_thread`, so one place knows
+which of them still run (:func:`live_threads`): the command line uses that to avoid
+interpreter shutdown while one is inside native code (a forward pass, a camera read),
+and the tests use it to catch a thread a test left running.
+"""
 
 from __future__ import annotations
 
 import threading
 import time
+import weakref
 from typing import Callable, Optional
+
+_started: "weakref.WeakSet[threading.Thread]" = weakref.WeakSet()
+_started_lock = threading.Lock()
+
+
+def start_thread(target: Callable[[], None], name: str) -> threading.Thread:
+    """Start ``target`` on a named daemon thread the project accounts for.
+
+    A daemon, so that one stuck in a C call (a stalled camera, a hung model) never keeps the
+    process alive; its owner stops it and joins it with a timeout.
+    """
+    thread = threading.Thread(target=target, name=name, daemon=True)
+    with _started_lock:
+        _started.add(thread)
+    thread.start()
+    return thread
+
+
+def live_threads() -> list[threading.Thread]:
+    """The project's threads that are still running, oldest name first."""
+    with _started_lock:
+        threads = list(_started)
+    return sorted((t for t in threads if t.is_alive()), key=lambda t: t.name)
 
 
 class WorkerThread:
-    """Starts ``target`` on a named thread; join with a timeout; tells whether it still runs.
-
-    The thread is a daemon: its owner stops it and joins it with a timeout, and one stuck in
-    a C call (a stalled camera, a hung model) must not keep the process alive after that.
-    """
+    """Starts ``target`` on a named thread; join with a timeout; tells whether it still runs."""
 
     def __init__(self, target: Callable[[], None], name: str) -> None:
         self._target = target
@@ -20,8 +46,7 @@ class WorkerThread:
         self._thread: Optional[threading.Thread] = None
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._target, name=self.name, daemon=True)
-        self._thread.start()
+        self._thread = start_thread(self._target, self.name)
 
     def join(self, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds; True if the thread has ended (or never started)."""

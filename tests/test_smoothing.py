@@ -134,3 +134,20 @@ def test_top_indices_is_the_head_of_a_stable_descending_sort():
         k = int(rng.integers(0, n + 3))
         expected = np.argsort(-values, kind="stable")[:k]
         np.testing.assert_array_equal(top_indices(values, k), expected)
+
+
+def test_the_score_belongs_to_the_reported_label():
+    """While a confident new label waits out its dwell, the state is still "no activity": its score
+    is what no label has (1 - the best smoothed score), never the waiting label's 0.77."""
+    params = SmoothingParams(min_dwell_seconds=1.0, enter=0.4, exit=0.25, alpha=1.0,
+                             uncertain_label="no activity")
+    sm = LabelSmoother(LABELS, params)
+    first = sm.update(onehot("walk", 0.2), 0.0)             # nothing confident: uncertain at once
+    assert first.label == "no activity" and first.uncertain
+    assert first.score == pytest.approx(1 - 0.2667, abs=1e-3)  # the best is 'walk'... or a tie
+    assert first.change is not None and first.change.score == pytest.approx(first.score)
+    waiting = sm.update(onehot("run", 0.77), 0.5)            # confident, but within the dwell
+    assert waiting.label == "no activity" and waiting.score == pytest.approx(0.23)
+    assert waiting.top_k[0] == ("run", pytest.approx(0.77))  # the candidate stays visible in top_k
+    switched = sm.update(onehot("run", 0.77), 1.5)
+    assert switched.label == "run" and switched.score == pytest.approx(0.77)
