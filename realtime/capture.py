@@ -20,7 +20,8 @@ import numpy as np
 from .errors import SourceError
 from .ring import FrameRing
 from .sampling import SampleGrid
-from .sources import FrameSource, redact_text
+from .redact import redact_text
+from .sources import FrameSource
 from .threads import WorkerThread
 from .types import FrameMeta, InputSpec, StreamStatus
 
@@ -90,6 +91,7 @@ class CaptureWorker:
                  prepare: Callable[[np.ndarray, InputSpec], np.ndarray], stop: threading.Event,
                  on_status: Callable[[StreamStatus], None], *, pace: str = PACE_REALTIME,
                  loop: bool = False, backoff: Optional[Backoff] = None, max_attempts: int = 0,
+                 connect_attempts: int = 0,
                  gap_seconds: float = 1.0, span_seconds: float = 3.0,
                  on_frame: Optional[Callable[[str, np.ndarray, FrameMeta], None]] = None,
                  sample_interval: Optional[float] = None,
@@ -104,7 +106,9 @@ class CaptureWorker:
         self.pace = pace
         self.loop = loop
         self.backoff = backoff or Backoff()
-        self.max_attempts = max_attempts
+        self.max_attempts = max_attempts            # per outage, once frames have flowed; 0 = never
+        self.connect_attempts = connect_attempts    # before the first frame; 0 = keep trying
+        self._failures_before_frame = 0
         self.gap_seconds = gap_seconds
         self.span_seconds = span_seconds   # the ring must hold this much time of frames
         self.on_frame = on_frame           # raw BGR frames for sinks that draw on video
@@ -153,7 +157,9 @@ class CaptureWorker:
                     "reconnects": self.stats.reconnects}
         event = StreamStatus(self.stream, state, self.source.info.name, redact_text(detail),
                              attempt, retry_in, time.time(), counters)
-        level = logging.INFO if state in ("connected", "recovered", "ended") else logging.WARNING
+        # An error is raised to the pipeline's owner, who reports it: no second copy here.
+        level = (logging.INFO if state in ("connected", "recovered", "ended")
+                 else logging.DEBUG if state == "error" else logging.WARNING)
         log.log(level, "%s %s %s%s", self.stream, state, self.source.info.name,
                 f": {event.detail}" if event.detail else "")
         try:
@@ -185,8 +191,9 @@ class CaptureWorker:
             except SourceError as exc:
                 if not info.live:
                     raise
+                self._gap()         # first: no window from before it is published after "lost"
                 self._status("lost", str(exc))
-                self._gap()
+                self._count_failure(exc)
                 if not self._connect(first=False):
                     return
                 continue
@@ -197,7 +204,11 @@ class CaptureWorker:
                     if self._pacer is not None:
                         self._pacer.restart()
                     continue
-                self._status("ended", f"{self.stats.frames} frames read")
+                note_of = getattr(self.source, "end_note", None)
+                note = note_of() if callable(note_of) else None
+                if note:
+                    log.warning("%s", note)
+                self._status("ended", f"{self.stats.frames} frames read" + (f"; {note}" if note else ""))
                 return
             self._deliver(*item)
         self._status("ended", "stopped")
@@ -213,7 +224,9 @@ class CaptureWorker:
                 if not info.live:
                     raise
                 attempt = self.backoff.attempt + 1
-                if self.max_attempts and attempt > self.max_attempts:
+                if self.stats.frames == 0:
+                    self._count_failure(exc)
+                elif self.max_attempts and attempt > self.max_attempts:
                     raise SourceError(f"gave up on {info.name} after {self.max_attempts} "
                                       f"attempts: {exc}") from exc
                 delay = self.backoff.next_delay()
@@ -228,6 +241,17 @@ class CaptureWorker:
                 self._status("recovered", self._describe())
             return True
         return False
+
+    def _count_failure(self, exc: SourceError) -> None:
+        """A live source that never delivered a frame fails after ``connect_attempts`` tries:
+        a wrong camera index or URL must not retry forever."""
+        if self.stats.frames:
+            return
+        self._failures_before_frame += 1
+        if self.connect_attempts and self._failures_before_frame >= self.connect_attempts:
+            n = self._failures_before_frame
+            raise SourceError(f"{exc} (gave up after {n} attempt{'s' if n > 1 else ''}; "
+                              f"no frame was ever received)") from exc
 
     def _size_ring(self, observed_fps: float = 0.0) -> None:
         """Hold one window plus one stride of frames (with a margin) at the source's rate.
@@ -272,8 +296,9 @@ class CaptureWorker:
             # How long the source kept us waiting: since this thread was last ready to read.
             waited = captured_at - max(self._last_ts, self._ready_at or self._last_ts)
             if waited > self.gap_seconds:
-                self._status("lost", f"no frame for {ts - self._last_ts:.2f} s")
+                lost_for = ts - self._last_ts
                 self._gap()
+                self._status("lost", f"no frame for {lost_for:.2f} s")
                 self._status("recovered", "frames flowing again")
             else:
                 # The camera was fine; this thread was busy (e.g. a GPU ring preparing its first

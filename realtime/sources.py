@@ -12,46 +12,22 @@ from __future__ import annotations
 import logging
 import os
 import re
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Protocol
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import cv2
 import numpy as np
 
 from .errors import SourceError
+from .redact import expand_env, for_opener, host_of, redact_url, remember
 
 log = logging.getLogger(__name__)
 
 NETWORK_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp", "srt")
-_SECRET_QUERY_KEYS = re.compile(r"pass|pwd|token|secret|key|auth|sig|cred", re.IGNORECASE)
-_URL_IN_TEXT = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>]+")
-
-
-def redact_url(url: str) -> str:
-    """Hide credentials in a URL: user info and secret-looking query values."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparseable url>"
-    if not parts.scheme:
-        return url
-    netloc = parts.netloc
-    if "@" in netloc:
-        netloc = "***@" + netloc.rsplit("@", 1)[1]
-    query = parts.query
-    if query:
-        pairs = parse_qsl(query, keep_blank_values=True)
-        query = urlencode([(k, "***" if _SECRET_QUERY_KEYS.search(k) else v) for k, v in pairs],
-                          safe="*")
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
-
-
-def redact_text(text: str) -> str:
-    """Redact every URL found inside a free-form message."""
-    return _URL_IN_TEXT.sub(lambda m: redact_url(m.group(0)), text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +52,11 @@ def classify_source(uri: str | int) -> SourceInfo:
         return SourceInfo("camera", text, text)
     scheme = text.split("://", 1)[0].lower() if "://" in text else ""
     if scheme in NETWORK_SCHEMES:
+        try:
+            text = expand_env(text)
+        except KeyError as exc:
+            raise SourceError(f"{exc.args[0]} ({redact_url(text)})") from None
+        remember(text)
         return SourceInfo("network", text, redact_url(text))
     if scheme == "file":
         text = urlsplit(text).path
@@ -119,7 +100,47 @@ def quiet_native_logs() -> None:
     _native_logs_quieted = True
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")     # AV_LOG_QUIET
     if "OPENCV_LOG_LEVEL" not in os.environ:
-        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+        # Silent, not just errors: probing a missing camera prints an "[ERROR]" line per attempt.
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+
+
+def _device_path(uri: str) -> Optional[Path]:
+    """The Linux device node of a camera index or /dev/videoN (None elsewhere)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    return Path(f"/dev/video{uri}" if uri.isdigit() else uri)
+
+
+def camera_missing(uri: str) -> Optional[str]:
+    """Why the camera ``uri`` cannot exist here, without asking OpenCV (None when it may)."""
+    path = _device_path(uri)
+    if path is None or path.exists():
+        return None
+    found = sorted(p.name for p in Path("/dev").glob("video*"))
+    there = f"cameras here: {', '.join(found)}" if found else "no camera is connected"
+    return f"no such camera ({path} does not exist; {there})"
+
+
+def camera_busy_reason(uri: str) -> str:
+    """Why an existing camera did not open."""
+    path = _device_path(uri)
+    if path is not None and not os.access(path, os.R_OK | os.W_OK):
+        return f"permission denied on {path} (add the user to the 'video' group)"
+    return "the camera is in use by another program, or is not a video capture device"
+
+
+def check_source(info: SourceInfo) -> None:
+    """Raise SourceError for what is wrong with ``info`` before any attempt to open it: a file
+    that is not there, a URL without a host. (A run checks this before loading its model.)"""
+    if info.kind == "file":
+        path = Path(info.uri)
+        if not path.exists():
+            raise SourceError(f"video file not found: {info.uri}")
+        if not path.is_file():
+            raise SourceError(f"not a video file: {info.uri}")
+    elif info.kind == "network" and not host_of(info.uri):
+        raise SourceError(f"cannot open {info.name}: the URL names no host (or its host cannot be "
+                          f"parsed: an IPv6 address goes in brackets, rtsp://[::1]:8554/path)")
 
 
 class OpenCVSource:
@@ -148,21 +169,20 @@ class OpenCVSource:
         self.close()
         quiet_native_logs()
         info = self.info
+        check_source(info)
         if info.kind == "file":
-            path = Path(info.uri)
-            if not path.exists():
-                raise SourceError(f"video file not found: {info.uri}")
-            if not path.is_file():
-                raise SourceError(f"not a video file: {info.uri}")
-            cap = cv2.VideoCapture(str(path))
+            cap = cv2.VideoCapture(info.uri)
             if not cap.isOpened():
                 raise SourceError(f"cannot open video file {info.uri}: not a video, or a codec "
                                   f"OpenCV cannot decode")
         elif info.kind == "camera":
+            missing = camera_missing(info.uri)
+            if missing:
+                raise SourceError(f"cannot open {info.name}: {missing}")
             index: int | str = int(info.uri) if info.uri.isdigit() else info.uri
             cap = cv2.VideoCapture(index)
             if not cap.isOpened():
-                raise SourceError(f"cannot open {info.name}: no such camera, or it is in use")
+                raise SourceError(f"cannot open {info.name}: {camera_busy_reason(info.uri)}")
             cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)
         else:
             if info.uri.lower().startswith(("rtsp://", "rtsps://")):
@@ -171,9 +191,16 @@ class OpenCVSource:
                       cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(self.read_timeout * 1000)]
             if self.decoder_threads > 0:
                 params += [cv2.CAP_PROP_N_THREADS, self.decoder_threads]
-            cap = cv2.VideoCapture(info.uri, cv2.CAP_FFMPEG, params)
+            started = time.monotonic()
+            cap = cv2.VideoCapture(for_opener(info.uri), cv2.CAP_FFMPEG, params)
             if not cap.isOpened():
-                raise SourceError(f"cannot connect to {info.name} (within {self.open_timeout:g} s)")
+                waited = time.monotonic() - started
+                from .netprobe import diagnose
+                cause = diagnose(info.uri, timeout=min(3.0, self.open_timeout))
+                if cause is None:
+                    cause = (f"no answer within {self.open_timeout:g} s" if waited >= 0.95 * self.open_timeout
+                             else "the stream could not be opened")
+                raise SourceError(f"cannot open {info.name}: {cause}")
         fps = cap.get(cv2.CAP_PROP_FPS)
         self._fps = float(fps) if 1.0 <= fps <= 240.0 else None
         count = cap.get(cv2.CAP_PROP_FRAME_COUNT) if info.kind == "file" else 0
@@ -197,7 +224,8 @@ class OpenCVSource:
             raise SourceError(f"{self.info.name} is not open")
         started = time.monotonic()
         ok, frame = cap.read()
-        if self.info.kind == "network" and time.monotonic() - started >= 0.95 * self.read_timeout:
+        waited = time.monotonic() - started
+        if self.info.kind == "network" and waited >= 0.95 * self.read_timeout:
             # FFmpeg's read timeout fired, but it may still hand out a frame it held
             # back; the connection is dead either way (it does not recover by itself).
             raise SourceError(f"no frame from {self.info.name} within {self.read_timeout:g} s "
@@ -206,11 +234,24 @@ class OpenCVSource:
             if self.info.kind == "file":
                 if self._frames_read == 0:
                     raise SourceError(f"no frame could be decoded from {self.info.uri}")
-                return None
-            raise SourceError(f"no frame from {self.info.name} within {self.read_timeout:g} s "
-                              f"(stream lost or stalled)")
+                return None       # end of file (end_note() says whether it came early)
+            if self.info.kind == "camera":
+                raise SourceError(f"{self.info.name} stopped delivering frames (unplugged, or "
+                                  f"taken by another program)")
+            raise SourceError(f"{self.info.name} stopped sending after {waited:.1f} s without a "
+                              f"frame (the connection closed or the stream ended)")
         self._frames_read += 1
         return frame, self._timestamp(cap)
+
+    def end_note(self) -> Optional[str]:
+        """At the end of a file: what went wrong if it ended well before the frame count its
+        header gives (a truncated download or recording), else None. Header counts may be
+        estimates, so a few frames short is not reported."""
+        count, read = self.frame_count, self._frames_read
+        if self.info.kind != "file" or not count or read >= count * 0.95 or count - read < 2:
+            return None
+        return (f"{self.info.uri} ended early: {read} of the {count} frames its header lists "
+                f"could be read (the file is truncated or damaged)")
 
     def _timestamp(self, cap: cv2.VideoCapture) -> Optional[float]:
         """The decoder's presentation time of this frame, if it is sane (files only)."""

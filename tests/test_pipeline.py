@@ -142,7 +142,8 @@ def test_first_connection_retries_with_backoff():
     cam = FakeCamera(fps=30, open_failures=3)
     clf = ScriptedClassifier(num_frames=8, window_seconds=0.5)
     got = Collect()
-    p = Pipeline(config("source.reconnect.initial_delay=0.05", "source.reconnect.max_delay=0.2"),
+    p = Pipeline(config("source.reconnect.initial_delay=0.05", "source.reconnect.max_delay=0.2",
+                        "source.connect_attempts=4"),
                  classifier=clf, source=cam, on_event=got)
     p.start()
     try:
@@ -157,8 +158,43 @@ def test_first_connection_retries_with_backoff():
     assert [e["attempt"] for e in status[:3]] == [1, 2, 3]
 
 
-def test_give_up_after_max_attempts():
+def test_a_source_that_never_delivered_a_frame_gives_up_after_connect_attempts():
     cam = FakeCamera(open_failures=100)
+    got = Collect()
+    p = Pipeline(config("source.reconnect.initial_delay=0.01", "source.connect_attempts=3"),
+                 classifier=ScriptedClassifier(), source=cam, on_event=got)
+    with pytest.raises(RealtimeError) as e:
+        p.run(5)
+    assert str(e.value) == ("fake camera refused (gave up after 3 attempts; no frame was ever "
+                            "received)")
+    assert cam.opens == 3
+    assert [x["state"] for x in got.of("status")] == ["reconnecting", "reconnecting", "error"]
+
+
+def test_a_source_that_delivered_frames_reconnects_past_connect_attempts():
+    """connect_attempts bounds only the first connection: a camera that has worked is waited for
+    (up to reconnect.max_attempts per outage, here never)."""
+    cam = FakeCamera(fps=30, fail_after=20, reopen_failures=6)
+    got = Collect()
+    p = Pipeline(config("source.reconnect.initial_delay=0.01", "source.reconnect.max_delay=0.02",
+                        "source.connect_attempts=2"),
+                 classifier=ScriptedClassifier(num_frames=4, window_seconds=0.2), source=cam,
+                 on_event=got)
+    p.start()
+    try:
+        deadline = time.monotonic() + 10
+        while "recovered" not in [e["state"] for e in got.of("status")]:
+            assert time.monotonic() < deadline and p.error() is None, got.of("status")
+            p.stop_event.wait(0.05)
+    finally:
+        p.stop()
+    assert p.error() is None
+    states = [e["state"] for e in got.of("status")]
+    assert states[:2] == ["connected", "lost"] and states.count("reconnecting") == 6, states
+
+
+def test_give_up_after_max_attempts_once_frames_flowed():
+    cam = FakeCamera(fps=30, fail_after=10, reopen_failures=100)
     p = Pipeline(config("source.reconnect.initial_delay=0.01", "source.reconnect.max_attempts=3"),
                  classifier=ScriptedClassifier(), source=cam)
     with pytest.raises(RealtimeError, match="gave up on camera:fake after 3 attempts"):

@@ -150,7 +150,8 @@ class RtspServer:
     With ``port=None`` the kernel picks a free port on the first :meth:`start`;
     every later start (:meth:`restart`) reuses it, so the URL stays the same.
     ``file`` serves a video file in a loop instead of the live test pattern;
-    ``stamp`` writes each frame's send time into it (see :func:`read_stamp`).
+    ``stamp`` writes each frame's send time into it (see :func:`read_stamp`);
+    ``login=(user, password)`` makes the stream need them (401 without).
     """
 
     def __init__(
@@ -163,6 +164,7 @@ class RtspServer:
         file: str | os.PathLike[str] | None = None,
         stamp: bool = False,
         start_timeout: float = 20.0,
+        login: tuple[str, str] | None = None,
     ) -> None:
         self.port = port
         self.path = path if path.startswith("/") else "/" + path
@@ -172,6 +174,7 @@ class RtspServer:
         self.file = os.path.abspath(file) if file is not None else None
         self.stamp = stamp
         self.start_timeout = start_timeout
+        self.login = login  # (user, password) the stream requires, or None
         self._proc: subprocess.Popen[str] | None = None
         self._stderr = None  # temporary file holding the running server's stderr
 
@@ -217,6 +220,8 @@ class RtspServer:
             cmd += ["--file", self.file]
         if self.stamp:
             cmd.append("--stamp")
+        if self.login is not None:
+            cmd += ["--user", self.login[0], "--password", self.login[1]]
         # stderr goes to a file, not a pipe: nobody drains it while the test
         # runs, and a full pipe would hang GStreamer's logging.
         self._stderr = tempfile.TemporaryFile(mode="w+", prefix="rtsp_server_stderr")

@@ -15,6 +15,8 @@ It serves one H.264 stream at ``rtsp://127.0.0.1:PORT/PATH``, from one of:
 * ``--stamp``: either of the above with each frame's send time written into
   its top rows (see below); the pattern is then a pre-rendered one-second loop.
 
+``--user NAME --password PW`` makes the stream need that login (Basic authentication).
+
 Every stream is encoded with x264 (zero latency, a key frame every half
 second), so a client that joins at any moment gets a picture quickly. The
 media is shared: several clients can watch at once. The server listens on
@@ -65,6 +67,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--fps", type=int, default=30)
     parser.add_argument("--file", help="serve this video file in a loop instead of a test pattern")
     parser.add_argument("--stamp", action="store_true", help="write each frame's send time into it")
+    parser.add_argument("--user", help="require this user name (HTTP Basic authentication)")
+    parser.add_argument("--password", default="", help="and this password")
     args = parser.parse_args(argv)
     if not args.path.startswith("/"):
         args.path = "/" + args.path
@@ -236,6 +240,19 @@ def make_factory(args: argparse.Namespace) -> GstRtspServer.RTSPMediaFactory:
     return LoopFactory(frames, args.width, args.height, args.fps, args.stamp)
 
 
+def require_login(server, factory, user: str, password: str) -> None:
+    """Only ``user`` with ``password`` may open the stream; others get 401 Unauthorized."""
+    role = "viewer"
+    auth = GstRtspServer.RTSPAuth()
+    token = GstRtspServer.RTSPToken()
+    token.set_string(GstRtspServer.RTSP_TOKEN_MEDIA_FACTORY_ROLE, role)
+    auth.add_basic(GstRtspServer.RTSPAuth.make_basic(user, password), token)
+    server.set_auth(auth)
+    perms, _ = Gst.Structure.from_string(
+        f"{role}, media.factory.access=(boolean)true, media.factory.construct=(boolean)true")
+    factory.add_role_from_structure(perms)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     Gst.init(None)
@@ -248,6 +265,8 @@ def main(argv: list[str] | None = None) -> int:
     factory.set_address_pool(pool)
 
     server = GstRtspServer.RTSPServer()
+    if args.user is not None:
+        require_login(server, factory, args.user, args.password)
     server.set_address(BIND_ADDRESS)
     server.set_service(str(args.port))
     server.get_mount_points().add_factory(args.path, factory)
