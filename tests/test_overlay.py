@@ -264,10 +264,10 @@ def test_unwritable_path_fails_at_open_naming_it(tmp_path, make_path):
 
 def test_registry_builds_the_overlay_sink(tmp_path):
     spec = parse_sink_spec(f"overlay:{tmp_path / 'o.mp4'}")
-    config = build_config({"sinks": [spec]})
+    config = build_config({"sinks": [{**spec, "codec": "MJPG"}]})
     sink = build_sink(config.sinks[0])
     assert isinstance(sink, OverlaySink) and sink.path == str(tmp_path / "o.mp4")
-    assert sink.wants_frames and sink.codec == "mp4v"
+    assert sink.wants_frames and sink.codec == "MJPG"
 
 
 def test_pipeline_writes_an_annotated_video(make_video, tmp_path):
@@ -286,6 +286,7 @@ def test_pipeline_writes_an_annotated_video(make_video, tmp_path):
     assert len(frames) >= 25 and fps == pytest.approx(30.0, abs=1.0)
     assert list(sink.frames_written) == ["clip"]
     assert sink.state("clip").label == "a"
+    assert sink.video_codec == "h264"
 
 
 # --------------------------------------------------------------------------- no display
@@ -452,3 +453,8 @@ def test_window_shows_the_overlay_under_xvfb(xvfb, tmp_path):
     assert match < 0.01, f"the label panel is not on screen (best match {match:.4f})"
     assert mismatch > 10 * match
     assert count(shot, BAR_HIGH) >= count(expected, BAR_HIGH) * 0.9
+
+
+def test_default_config_writes_h264(tmp_path):
+    sink = build_sink(build_config({"sinks": [parse_sink_spec(f"overlay:{tmp_path / 'o.mp4'}")]}).sinks[0])
+    assert sink.codec == "h264"

@@ -8,9 +8,10 @@ Threads, and what each one does here:
   keeps the newest frame per stream for the window (a slot of one) and, when
   writing a file, puts the frame with a snapshot of the state into a bounded
   drop-oldest queue (drops are counted);
-- the sink's own writer thread draws the queued frames and writes them with
-  ``cv2.VideoWriter``, opened lazily at the first frames' size and frame rate
-  (measured from the frames' timestamps, else 30);
+- the sink's own writer thread draws the queued frames and encodes them, into
+  a file opened lazily at the first frames' size and frame rate (measured from
+  the frames' timestamps, else 30); ``close()`` drains the queue, then flushes
+  the encoder and writes the file's trailer;
 - the main thread calls ``main_thread_step()`` about every 30 ms: it draws the
   newest frame of each stream, shows it (``cv2.imshow``) and polls the keyboard;
   ``q``, Esc or closing a window asks the pipeline to stop.
@@ -18,12 +19,20 @@ Threads, and what each one does here:
 ``cv2.imshow`` without a display aborts the whole process (Qt cannot be
 caught), so a window is only ever opened after ``display_status()`` found a
 display it can reach and an OpenCV built with a GUI.
+
+The file: ``codec="h264"`` (the default) writes H.264, yuv420p, with PyAV
+(FFmpeg's libx264), which browsers and QuickTime play; OpenCV's own FFmpeg has
+no H.264 encoder. When H.264 cannot be written (PyAV missing, no H.264 encoder,
+a container that cannot hold it) the sink warns once and writes MPEG-4 Part 2
+(``mp4v``) with ``cv2.VideoWriter``. Any other 4-character codec is an OpenCV
+FourCC (``mp4v``, ``MJPG``, ``XVID``, ...) written with ``cv2.VideoWriter``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import errno
+import functools
 import logging
 import os
 import re
@@ -32,13 +41,15 @@ import statistics
 import sys
 import threading
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional, Protocol
 
 import cv2
 import numpy as np
 
 from ..errors import SinkError
+from ..threads import start_thread
 from ..overlay import OverlayState, draw_overlay, update_state
 from ..types import FrameMeta
 from .base import DropOldestQueue
@@ -50,6 +61,17 @@ FPS_PROBE_FRAMES = 8            # frames the writer looks at to measure the fram
 QUIT_KEYS = (ord("q"), ord("Q"), 27)
 MAX_WINDOW = (1600, 900)        # a new window is scaled down to fit this (width, height)
 CLOSE_TIMEOUT = 30.0            # seconds close() waits for the writer to drain its queue
+
+H264 = "h264"                   # the codec value meaning H.264 through PyAV; others are FourCCs
+FALLBACK_FOURCC = "mp4v"        # what OpenCV writes when H.264 cannot be written
+H264_ENCODERS = ("libx264", "h264")   # libx264 first, then the FFmpeg build's default H.264 encoder
+# Fast enough to keep up with a live stream beside the model on a small CPU; crf 23 is x264's
+# default quality.
+X264_OPTIONS = {"preset": "superfast", "crf": "23"}
+# Frames are converted with OpenCV's BGR->I420 (BT.601 matrix, limited range); camera frames are
+# sRGB-like (BT.709 primaries and transfer). Tagged, so players convert back to the same colours.
+COLOUR_TAGS = {"colorspace": "smpte170m", "color_range": "tv",
+               "color_primaries": "bt709", "color_trc": "bt709"}
 
 
 # --------------------------------------------------------------------------- display detection
@@ -129,6 +151,135 @@ def display_status() -> tuple[bool, str]:
     return False, f"no Wayland compositor at WAYLAND_DISPLAY={wayland}"
 
 
+# --------------------------------------------------------------------------- video files
+class VideoFile(Protocol):
+    """An open video file that takes BGR frames of one size at a constant frame rate."""
+
+    def write(self, bgr: np.ndarray) -> None: ...
+
+    def close(self) -> None: ...
+
+
+# (path, (width, height), fps) -> an open VideoFile; raises when it cannot be opened
+VideoOpener = Callable[[Path, tuple[int, int], float], VideoFile]
+
+
+def _frame_rate(fps: float) -> Fraction:
+    return Fraction(round(fps * 1000), 1000)
+
+
+class H264File:
+    """H.264, yuv420p, in the container the file name implies, written with PyAV.
+
+    yuv420p needs an even width and height: an odd frame gets its last column
+    and/or row repeated (padded by one pixel; nothing of the frame is lost).
+    """
+
+    def __init__(self, path: Path, size: tuple[int, int], fps: float,
+                 encoder: str = "libx264") -> None:
+        import av
+
+        self._av = av
+        width, height = size
+        self._pad = (width % 2, height % 2)
+        self.size = (width + self._pad[0], height + self._pad[1])
+        self._pts = 0
+        self._container: Any = av.open(str(path), "w")
+        try:
+            self._stream = self._container.add_stream(encoder, rate=_frame_rate(fps))
+            self._stream.width, self._stream.height = self.size
+            self._stream.pix_fmt = "yuv420p"
+            options = dict(COLOUR_TAGS)
+            if self._stream.codec_context.name == "libx264":
+                options.update(X264_OPTIONS)
+            self._stream.options = options
+            self._container.start_encoding()     # opens the encoder, writes the header: fail now
+        except BaseException:
+            try:
+                self._container.close()
+            except Exception:               # the first error is the one worth reporting
+                pass
+            raise
+
+    def write(self, bgr: np.ndarray) -> None:
+        if self._pad != (0, 0):
+            bgr = cv2.copyMakeBorder(bgr, 0, self._pad[1], 0, self._pad[0], cv2.BORDER_REPLICATE)
+        frame = self._av.VideoFrame.from_ndarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2YUV_I420),
+                                                 format="yuv420p")
+        frame.pts = self._pts                    # constant frame rate: pts counts frames
+        self._pts += 1
+        for packet in self._stream.encode(frame):
+            self._container.mux(packet)
+
+    def close(self) -> None:
+        """Flush the frames the encoder still holds, then write the trailer (the index)."""
+        container, self._container = self._container, None
+        if container is None:
+            return
+        try:
+            for packet in self._stream.encode(None):
+                container.mux(packet)
+        finally:
+            container.close()
+
+
+class OpenCvFile:
+    """Any FourCC OpenCV's FFmpeg can write, with ``cv2.VideoWriter``."""
+
+    def __init__(self, path: Path, size: tuple[int, int], fps: float, fourcc: str) -> None:
+        self.size = size
+        self._writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, size)
+        if not self._writer.isOpened():
+            self._writer.release()
+            raise SinkError(f"OpenCV cannot open a writer for codec {fourcc!r} and this file type")
+
+    def write(self, bgr: np.ndarray) -> None:
+        self._writer.write(bgr)
+
+    def close(self) -> None:
+        self._writer.release()
+
+
+def h264_encoders() -> tuple[list[str], str]:
+    """The H.264 encoders PyAV has here, best first; else ([], why not)."""
+    try:
+        import av
+    except ImportError as exc:
+        return [], f"PyAV is not installed ({exc})"
+    found: list[str] = []
+    for name in H264_ENCODERS:
+        try:
+            codec = av.Codec(name, "w")
+        except ValueError:                      # av's UnknownCodecError
+            continue
+        if codec.name not in found:
+            found.append(codec.name)
+    return found, "" if found else "PyAV's FFmpeg has no H.264 encoder"
+
+
+def _try_open(opener: VideoOpener, target: Path) -> Optional[str]:
+    """None when ``opener`` can write a small video at ``target``; else why not.
+
+    The probe file is removed unless ``target`` existed before.
+    """
+    existed = target.exists()
+    try:
+        video = opener(target, (64, 48), DEFAULT_FPS)
+        try:
+            video.write(np.zeros((48, 64, 3), np.uint8))
+        finally:
+            video.close()
+        return None
+    except Exception as exc:       # FFmpeg, OpenCV and OS errors alike: the reason is reported
+        return str(exc) or type(exc).__name__
+    finally:
+        if not existed:
+            try:
+                target.unlink()
+            except FileNotFoundError:
+                pass
+
+
 # --------------------------------------------------------------------------- the sink
 @dataclass
 class _StreamView:
@@ -148,8 +299,8 @@ class _Writer:
     """One stream's video file."""
 
     path: Path
-    writer: Optional[cv2.VideoWriter] = None
-    size: Optional[tuple[int, int]] = None     # (width, height)
+    writer: Optional[VideoFile] = None
+    size: Optional[tuple[int, int]] = None     # (width, height) of the frames; the file may pad
     fps: float = DEFAULT_FPS
     frames: int = 0
     failed: bool = False
@@ -176,21 +327,27 @@ class OverlaySink:
     ``<stem>-<stream><suffix>``). ``show``: a window per stream titled
     ``f"{title} - {stream}"``; None = when a display exists; True without a
     display warns and shows nothing (``cv2.imshow`` would abort the process).
-    ``fps`` fixes the written frame rate instead of measuring it.
+    ``fps`` fixes the written frame rate instead of measuring it. ``codec``:
+    ``"h264"`` (H.264 with PyAV, else ``mp4v`` with OpenCV and a warning) or an
+    OpenCV FourCC such as ``"mp4v"``; ``video_codec`` says which is written
+    (set by ``open()``).
     """
 
     wants_frames = True
 
     def __init__(self, path: Optional[str] = None, *, show: Optional[bool] = None,
-                 title: str = "realtime", codec: str = "mp4v", fps: Optional[float] = None,
+                 title: str = "realtime", codec: str = H264, fps: Optional[float] = None,
                  queue_size: int = 16) -> None:
         if len(codec) != 4:
-            raise SinkError(f"overlay codec {codec!r}: a FourCC has exactly 4 characters")
+            raise SinkError(f"overlay codec {codec!r}: use {H264!r} or an OpenCV FourCC "
+                            f"(exactly 4 characters, e.g. 'mp4v')")
         self.path = path
         self.show = show
         self.title = title
         self.codec = codec
         self.fps = fps
+        self.video_codec: Optional[str] = None     # what the file is written with; set at open()
+        self._open_video: Optional[VideoOpener] = None
         self.name = f"overlay:{path}" if path else "overlay"
         self.showing = False            # decided at open()
         self.enabled = False
@@ -219,9 +376,7 @@ class OverlaySink:
                 log.debug("overlay window off: %s", why)
         if self.path:
             self._probe_path(Path(self.path))
-            self._writer_thread = threading.Thread(target=self._write_loop, daemon=True,
-                                                   name=f"sink-{self.name}-writer")
-            self._writer_thread.start()
+            self._writer_thread = start_thread(self._write_loop, f"sink-{self.name}-writer")
         self.enabled = self.showing or bool(self.path)
         if not self.enabled:
             log.warning("no display and no output file: overlay disabled")
@@ -238,19 +393,37 @@ class OverlaySink:
         if not os.access(target.parent, os.W_OK | os.X_OK) or (
                 target.exists() and not os.access(target, os.W_OK)):
             raise SinkError(f"cannot write video to {target}: {os.strerror(errno.EACCES)}")
-        existed = target.exists()
-        probe = cv2.VideoWriter(str(target), cv2.VideoWriter_fourcc(*self.codec), DEFAULT_FPS,
-                                (64, 48))
-        ok = probe.isOpened()
-        probe.release()
-        if not existed:
-            try:
-                target.unlink()
-            except FileNotFoundError:
-                pass
-        if not ok:
-            raise SinkError(f"cannot write video to {target}: OpenCV cannot open a writer for "
-                            f"codec {self.codec!r} and this file type")
+        self._choose_video(target)
+
+    def _choose_video(self, target: Path) -> None:
+        """Pick the writer: H.264 with PyAV, else OpenCV (warning once); or the FourCC asked for."""
+        if self.codec.lower() != H264:
+            opener: VideoOpener = functools.partial(OpenCvFile, fourcc=self.codec)
+            why = _try_open(opener, target)
+            if why is not None:
+                raise SinkError(f"cannot write video to {target}: {why}")
+            self._open_video, self.video_codec = opener, self.codec
+            return
+        encoders, why = h264_encoders()
+        failures = [why] if why else []
+        for encoder in encoders:
+            opener = functools.partial(H264File, encoder=encoder)
+            why = _try_open(opener, target)
+            if why is None:
+                self._open_video, self.video_codec = opener, H264
+                log.debug("overlay: writing H.264 with PyAV (%s)", encoder)
+                return
+            failures.append(f"{encoder}: {why}")
+        reason = "; ".join(failures)
+        opener = functools.partial(OpenCvFile, fourcc=FALLBACK_FOURCC)
+        why = _try_open(opener, target)
+        if why is not None:
+            raise SinkError(f"cannot write video to {target}: no H.264 ({reason}), "
+                            f"and {why}")
+        log.warning("overlay: cannot write H.264 to %s (%s); writing MPEG-4 Part 2 (%s) with "
+                    "OpenCV instead, which browsers and QuickTime do not play", target, reason,
+                    FALLBACK_FOURCC)
+        self._open_video, self.video_codec = opener, FALLBACK_FOURCC
 
     def close(self) -> None:
         """Write every queued frame, release the files and close the windows."""
@@ -349,12 +522,16 @@ class OverlaySink:
             except Exception:
                 log.exception("overlay: writing a frame of %s failed", stream)
         for stream, w in self._writers.items():
-            if w.writer is None and w.probe and not w.failed:
-                self._open_writer(w, flush=True)
-            if w.writer is not None:
-                w.writer.release()
-                log.info("overlay: wrote %d frames of %s to %s (%.2f fps)", w.frames, stream,
-                         w.path, w.fps)
+            try:
+                if w.writer is None and w.probe and not w.failed:
+                    self._open_writer(w, flush=True)
+                if w.writer is not None:
+                    writer, w.writer = w.writer, None
+                    writer.close()              # flushes the encoder and finalises the file
+                    log.info("overlay: wrote %d frames of %s to %s (%.2f fps, %s)", w.frames,
+                             stream, w.path, w.fps, self.video_codec)
+            except Exception:
+                log.exception("overlay: finishing %s failed", w.path)
         if self.dropped:
             log.warning("overlay: %d frames were dropped because the video writer fell behind",
                         self.dropped)
@@ -379,16 +556,17 @@ class OverlaySink:
         height, width = first.shape[:2]
         w.size = (width, height)
         w.fps = self.fps or estimate_fps([m.ts for _, _, m in w.probe]) or DEFAULT_FPS
-        w.writer = cv2.VideoWriter(str(w.path), cv2.VideoWriter_fourcc(*self.codec), w.fps,
-                                   w.size)
-        if not w.writer.isOpened():
+        assert self._open_video is not None, "open() chooses the video writer"
+        try:
+            w.writer = self._open_video(w.path, w.size, w.fps)
+        except Exception as exc:
             w.failed = True
-            w.writer = None
-            log.error("overlay: cannot open a %s video writer for %s (%dx%d); frames dropped",
-                      self.codec, w.path, width, height)
+            log.error("overlay: cannot open a %s video writer for %s (%dx%d): %s; frames dropped",
+                      self.video_codec, w.path, width, height, exc)
             w.probe.clear()
             return
-        log.debug("overlay: writing %s at %dx%d, %.2f fps", w.path, width, height, w.fps)
+        log.debug("overlay: writing %s at %dx%d, %.2f fps, %s", w.path, width, height, w.fps,
+                  self.video_codec)
         probe, w.probe = w.probe, []
         if flush:
             for bgr, state, _ in probe:
