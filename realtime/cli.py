@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
-from typing import Callable, Optional, Sequence
+from typing import Callable, NoReturn, Optional, Sequence
 
 from . import __version__
 from .cli_common import model_overrides, quote as _quote, setup_logging as _setup_logging
@@ -16,8 +17,11 @@ from .bench_cli import add_parser as _add_bench
 from .eval_cli import add_parser as _add_eval
 from .finetune_cli import add_parser as _add_finetune
 from .listen import add_parser as _add_listen
-from .sinks import parse_sink_spec
-from .sources import redact_text
+from .sinks import sinks_from_specs
+from .redact import redact_text
+from .threads import live_threads
+
+EXIT_SINK_LOST = 3     # the run finished, but a sink failed to write some of its events
 
 log = logging.getLogger("realtime")
 
@@ -53,6 +57,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def resolve_run_config(args: argparse.Namespace) -> Config:
+    """The config file, then ``--sink`` (which picks the sinks), then ``--set``, then the flags."""
     overrides = list(args.overrides)
     if len(args.source) == 1:
         overrides.append(f"source.uri={_quote(args.source[0])}")
@@ -66,29 +71,43 @@ def resolve_run_config(args: argparse.Namespace) -> Config:
         overrides.append(f"run.duration={args.duration}")
     if args.log_level is not None:
         overrides.append(f"run.log_level={args.log_level}")
-    config = load_config(args.config, overrides)
-    if args.sinks or len(args.source) > 1:
+
+    def pick_sinks(data: dict) -> None:
+        if args.sinks:
+            data["sinks"] = sinks_from_specs(args.sinks, data.get("sinks"))
+
+    config = load_config(args.config, overrides, prepare=pick_sinks)
+    if len(args.source) > 1:   # each stream: the config's source settings with its own uri
         from .config import build_config
         data = config.model_dump(mode="json")
-        if args.sinks:
-            data["sinks"] = [parse_sink_spec(s) for s in args.sinks]
-        if len(args.source) > 1:   # each stream: the config's source settings with its own uri
-            data["streams"] = [{**data["source"], "uri": uri, "name": None} for uri in args.source]
+        data["streams"] = [{**data["source"], "uri": uri, "name": None} for uri in args.source]
         config = build_config(data, "command line")
     return config
 
 
-def _install_stop_handlers(stop: Callable[[], None]) -> None:
+def _install_stop_handlers(stop: Callable[[], None], force: Callable[[], None]) -> None:
+    """Ctrl-C or SIGTERM stops cleanly (every emitted event written); a second one quits at once."""
+    signals_seen = 0
+
     def handler(signum: int, _frame: object) -> None:
-        log.info("%s received: stopping (again to force)", signal.Signals(signum).name)
-        signal.signal(signum, signal.SIG_DFL)
-        stop()
+        nonlocal signals_seen
+        signals_seen += 1
+        name = signal.Signals(signum).name
+        if signals_seen == 1:
+            log.info("%s received: stopping (again to quit at once)", name)
+            stop()
+        else:
+            log.warning("%s received again: quitting now", name)
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            force()
 
     signal.signal(signal.SIGINT, handler)
     signal.signal(signal.SIGTERM, handler)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    _setup_logging(args.log_level or "info")      # what resolving the config says is shown too
     config = resolve_run_config(args)
     if args.print_config:
         print(dump_config(config), end="")
@@ -97,9 +116,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .pipeline import Pipeline
 
     pipeline = Pipeline(config)
-    _install_stop_handlers(pipeline.stop_event.set)
+    _install_stop_handlers(pipeline.stop_event.set, pipeline.force_stop)
     pipeline.run(config.run.duration)
-    return 0
+    if pipeline.forced:
+        return 130
+    lost = pipeline.lost_events()
+    for name, (count, last) in lost.items():
+        print(f"realtime: error: sink {redact_text(name)} failed to write {count} event"
+              f"{'s' if count != 1 else ''} ({redact_text(last)})", file=sys.stderr)
+    return EXIT_SINK_LOST if lost else 0
 
 
 def _add_classify(sub: argparse._SubParsersAction) -> None:
@@ -133,13 +158,17 @@ def cmd_classify(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result.to_json(args.top_k, args.timeline), ensure_ascii=False))
         return 0
-    print(f"{args.file}: {result.top_k(1)[0]['label']}  ({len(result.windows)} windows, {result.model})")
+    best = result.top_k(1)[0]
+    verdict = (f"uncertain (best guess {best['label']}: {best['score']:.2f} < {result.min_score:.2f}; "
+               f"maybe an activity the model does not know)" if result.uncertain else best["label"])
+    print(f"{args.file}: {verdict}  ({len(result.windows)} windows, {result.model})")
     for i, item in enumerate(result.top_k(args.top_k), 1):
         print(f"  {i}. {item['label']:<40} {item['score']:.3f}")
     if args.timeline:
         print("timeline:")
         for w in result.windows:
-            print(f"  {w.media_start:8.2f}-{w.media_end:8.2f} s  {w.label} ({w.score:.2f})")
+            mark = "  (uncertain)" if w.score < result.min_score else ""
+            print(f"  {w.media_start:8.2f}-{w.media_end:8.2f} s  {w.label} ({w.score:.2f}){mark}")
     return 0
 
 
@@ -212,6 +241,31 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         print("realtime: interrupted", file=sys.stderr)
         return 130
+
+
+def exit_process(code: int) -> NoReturn:
+    """End the process with ``code``, without aborting when a worker is still in native code.
+
+    Interpreter shutdown while one of our threads is inside a forward pass (or a camera read)
+    can end in ``terminate called`` and SIGABRT; by then ``stop()`` has written out every
+    event and closed the sinks, so such a process leaves through ``os._exit`` instead."""
+    stuck = live_threads()
+    if not stuck:
+        sys.exit(code)
+    logging.getLogger("realtime").debug("exiting with %s still running",
+                                        ", ".join(t.name for t in stuck))
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    logging.shutdown()
+    os._exit(code)
+
+
+def console_main() -> NoReturn:
+    """The ``realtime`` command (and ``python -m realtime``)."""
+    exit_process(main())
 
 
 def run_camera_main(argv: Optional[Sequence[str]] = None) -> int:

@@ -6,11 +6,18 @@ import argparse
 import logging
 import sys
 
+from .redact import RedactingFilter
+
 
 def setup_logging(level: str) -> None:
     """Log lines on stderr (stdout stays clean for --json and jsonl:-)."""
     logging.basicConfig(level=getattr(logging, level.upper()), stream=sys.stderr,
                         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    root = logging.getLogger()
+    root.setLevel(getattr(logging, level.upper()))   # a second call changes the level
+    for handler in root.handlers:
+        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+            handler.addFilter(RedactingFilter())     # stream passwords never reach a log line
 
 
 def quote(value: str) -> str:

@@ -7,16 +7,18 @@ cli.py look at the whole tree; components take plain arguments.
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from pathlib import Path
-from typing import Annotated, Any, Iterable, Literal, Optional, Union
+from typing import Annotated, Any, Callable, Iterable, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from . import presets
 from .errors import ConfigError
+from .redact import redact_url, remember
 from .types import SdpaBackend
-
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 
 class _Strict(BaseModel):
@@ -29,17 +31,45 @@ class ReconnectConfig(_Strict):
     max_attempts: int = Field(0, ge=0, description="give up after this many failed attempts; 0 = never")
 
 
+STREAM_NAME = re.compile(r"[\w-]{1,64}")
+"""Stream names: letters (any script), digits, ``_`` and ``-``; no dots, since feed topics are
+``<type>.<stream>`` matched by prefix."""
+
+
+def safe_stream_name(text: str) -> str:
+    """``text`` made a valid stream name: other characters become ``-`` (may return "")."""
+    return re.sub(r"[^\w-]+", "-", text).strip("-")[:64]
+
+
 class SourceConfig(_Strict):
     uri: str = Field("0", description="camera index, rtsp/http(s) URL or video file")
-    name: Optional[str] = Field(None, description="stream id in events; default from the source")
+    name: Optional[str] = Field(None, description="stream id in events (letters, digits, _ and -); "
+                                "default from the source")
+
+    @field_validator("uri")
+    @classmethod
+    def _uri(cls, value: str) -> str:
+        remember(value)          # its password is hidden in every message from here on
+        return value
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None and not STREAM_NAME.fullmatch(value):
+            raise ValueError(f"a stream name has 1-64 letters, digits, '_' or '-' (no dots: feed topics "
+                             f"are <type>.<stream>), e.g. {safe_stream_name(value) or 'camera1'!r}")
+        return value
     pace: Literal["realtime", "fast"] = "realtime"
     loop: bool = False
-    open_timeout: float = Field(5.0, gt=0, description="seconds to connect to a network stream")
-    read_timeout: float = Field(5.0, gt=0, description="seconds without a frame before a stream is lost")
+    open_timeout: float = Field(5.0, gt=0, le=3600, description="seconds to connect to a network stream")
+    read_timeout: float = Field(5.0, gt=0, le=3600,
+                                description="seconds without a frame before a stream is lost")
     rtsp_transport: Literal["tcp", "udp"] = "tcp"
     decoder_threads: int = Field(1, ge=0, le=64, description="network streams: FFmpeg decoder threads "
                                  "(1 = lowest latency; 0 = OpenCV's default)")
     gap_seconds: float = Field(1.0, gt=0, description="a live pause longer than this resets the window")
+    connect_attempts: int = Field(3, ge=0, description="live sources: failed attempts to open it and get a "
+                                  "first frame before giving up (exit 1); 0 = keep trying")
     reconnect: ReconnectConfig = ReconnectConfig()
 
 
@@ -119,11 +149,66 @@ class ZmqCurveConfig(_Strict):
     clients_dir: str = Field(..., description="directory of allowed clients' public certificate files")
 
 
+def check_bind_endpoint(endpoint: str) -> str:
+    """A ZeroMQ address to bind: ``tcp://HOST:PORT`` (PORT 1-65535, or ``*`` for any free one),
+    ``ipc://PATH`` or ``inproc://NAME``. ZeroMQ itself takes port 99999 modulo 65536."""
+    transport, sep, address = endpoint.partition("://")
+    if not sep or transport not in ("tcp", "ipc", "inproc"):
+        raise ValueError("use tcp://HOST:PORT, ipc://PATH or inproc://NAME")
+    if not address:
+        raise ValueError(f"no address after {transport}://")
+    if transport == "tcp":
+        host, colon, port = address.rpartition(":")
+        if not colon or not host:
+            raise ValueError("tcp needs HOST:PORT, e.g. tcp://127.0.0.1:5556 (tcp://*:5556: all interfaces)")
+        if port != "*" and not (port.isdigit() and 1 <= int(port) <= 65535):
+            raise ValueError(f"port {port!r} is not 1-65535 (or * for any free port)")
+    return endpoint
+
+
+def is_local_endpoint(endpoint: str) -> bool:
+    """True for ``ipc://``, ``inproc://`` and tcp endpoints bound to a loopback address."""
+    transport, sep, address = endpoint.partition("://")
+    if not sep:
+        return False
+    if transport in ("ipc", "inproc"):
+        return True
+    if transport != "tcp":
+        return False
+    host = address.rsplit(":", 1)[0] if ":" in address else address
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:            # '*', an interface name or a host name
+        return False
+
+
+PLAINTEXT_REMOTE_HINT = ("anyone who can connect could read the feed: set the sink's curve keys "
+                         "(README, 'ZeroMQ feed'), or allow_plaintext_remote: true to publish in "
+                         "plain text anyway")
+
+
 class ZmqSinkConfig(_Strict):
     type: Literal["zmq"] = "zmq"
     endpoint: str = Field("tcp://127.0.0.1:5556", description="where the PUB socket binds")
     sndhwm: int = Field(1000, ge=1, description="messages queued per subscriber before dropping")
     curve: Optional[ZmqCurveConfig] = None
+    allow_plaintext_remote: bool = Field(False, description="bind a non-loopback address without "
+                                         "CurveZMQ (anyone who can connect reads the feed)")
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, value: str) -> str:
+        return check_bind_endpoint(value)
+
+    @model_validator(mode="after")
+    def _plaintext_remote(self) -> "ZmqSinkConfig":
+        if self.curve is None and not self.allow_plaintext_remote and not is_local_endpoint(self.endpoint):
+            raise ValueError(f"{self.endpoint} is reachable from other machines without CurveZMQ: "
+                             f"{PLAINTEXT_REMOTE_HINT}")
+        return self
 
 
 class OverlaySinkConfig(_Strict):
@@ -131,7 +216,10 @@ class OverlaySinkConfig(_Strict):
     path: Optional[str] = Field(None, description="write the annotated video to this file")
     show: Optional[bool] = Field(None, description="show a window; null = when a display exists")
     title: str = "realtime"
-    codec: str = Field("mp4v", min_length=4, max_length=4, description="FourCC of the written video")
+    codec: str = Field("h264", min_length=4, max_length=4,
+                       description="h264: H.264 with PyAV, browser-playable (mp4v with OpenCV and a "
+                                   "warning where it cannot be written); else an OpenCV FourCC "
+                                   "such as mp4v, MJPG, XVID")
 
 
 class SpeechSinkConfig(_Strict):
@@ -177,18 +265,27 @@ class Config(_Strict):
 
 
 # --------------------------------------------------------------------------- loading
+def text_line(data: bytes, offset: int) -> int:
+    """The 1-based line of byte ``offset`` in ``data``."""
+    return data.count(b"\n", 0, offset) + 1
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping; a preset name (``fitness``) is looked up in configs/."""
+    """Read a YAML mapping; a preset name (``fitness``) is looked up with :mod:`realtime.presets`."""
     p = Path(path)
-    if not p.exists() and not p.suffix and (CONFIG_DIR / f"{p}.yaml").exists():
-        p = CONFIG_DIR / f"{p}.yaml"
+    if not p.exists():
+        p = presets.find_preset(str(path)) or p
     try:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
-        presets = ", ".join(sorted(x.stem for x in CONFIG_DIR.glob("*.yaml")))
-        raise ConfigError(f"config file not found: {path} (presets: {presets})") from None
+        names = ", ".join(presets.preset_names())
+        raise ConfigError(f"config file not found: {path} (presets: {names})") from None
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        line = text_line(p.read_bytes(), exc.start)
+        raise ConfigError(f"config file {path} is not UTF-8 text: byte 0x{exc.object[exc.start]:02x} "
+                          f"on line {line} (save it as UTF-8)") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -208,23 +305,62 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     path = [part for part in key.strip().split(".")]
     if not all(path):
         raise ConfigError(f"--set {text!r}: empty part in key {key!r}")
+    return path, parse_value(raw)
+
+
+def parse_value(raw: str) -> Any:
+    """A value given on the command line, read as a YAML scalar or list (``0.25``, ``true``,
+    ``[a, b]``); text that is not valid YAML stays the text."""
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        return yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
-        value = raw
-    return path, value
+        return raw
 
 
 def apply_override(data: dict[str, Any], path: list[str], value: Any) -> None:
-    node = data
-    for i, part in enumerate(path[:-1]):
-        child = node.get(part)
-        if child is None:
-            child = node[part] = {}
-        if not isinstance(child, dict):
-            raise ConfigError(f"--set {'.'.join(path)}: {'.'.join(path[:i + 1])} is not a section")
-        node = child
-    node[path[-1]] = value
+    """Set ``value`` at ``path`` in the raw config tree. Lists take an index (``sinks.0.path``);
+    the index one past the end appends a new item (``sinks.2.type=jsonl``)."""
+    node: Any = data
+    for i, part in enumerate(path):
+        last = i == len(path) - 1
+        here = ".".join(path[: i + 1])
+        if isinstance(node, list):
+            if not part.isdigit():
+                raise ConfigError(f"--set {'.'.join(path)}: {'.'.join(path[:i]) or path[0]} is a list: "
+                                  f"use an index, e.g. {'.'.join(path[:i] + ['0'])}")
+            index = int(part)
+            if index > len(node):
+                raise ConfigError(f"--set {'.'.join(path)}: {here} does not exist "
+                                  f"({'.'.join(path[:i])} has {len(node)} item(s): 0-{len(node) - 1}; "
+                                  f"{len(node)} adds one)")
+            if index == len(node):
+                node.append({})
+            if last:
+                node[index] = value
+                return
+            if node[index] is None:
+                node[index] = {}
+            node = node[index]
+        elif isinstance(node, dict):
+            if last:
+                node[part] = value
+                return
+            child = node.get(part)
+            if child is None:
+                # A list the defaults hold (sinks, streams) starts from those defaults.
+                child = node[part] = _default_list(part) if part in _LIST_SECTIONS else {}
+            node = child
+        else:
+            raise ConfigError(f"--set {'.'.join(path)}: {'.'.join(path[:i])} is a value, not a section")
+        if not isinstance(node, (dict, list)):
+            raise ConfigError(f"--set {'.'.join(path)}: {here} is a value, not a section")
+
+
+_LIST_SECTIONS = ("sinks", "streams")
+
+
+def _default_list(name: str) -> list[Any]:
+    return [item.model_dump(mode="json") for item in getattr(Config(), name)]
 
 
 def _allowed_keys(loc: tuple) -> list[str]:
@@ -264,7 +400,8 @@ def _format_errors(exc: ValidationError, origin: str) -> str:
         else:
             got = err.get("input")
             shown = "" if isinstance(got, (dict, list)) else f" (got {got!r})"
-            lines.append(f"{key}: {err['msg']}{shown}")
+            msg = str(err["msg"]).removeprefix("Value error, ")
+            lines.append(f"{key}: {msg}{shown}")
     return f"invalid configuration ({origin}):\n  " + "\n  ".join(lines)
 
 
@@ -292,17 +429,25 @@ def sink_types() -> set[str]:
     return set(_SINK_CLASSES)
 
 
-def load_config(path: Optional[str | Path] = None, overrides: Iterable[str] = ()) -> Config:
-    """Defaults, then the YAML file (if any), then each ``key.path=value`` override."""
+def load_config(path: Optional[str | Path] = None, overrides: Iterable[str] = (),
+                prepare: Optional[Callable[[dict[str, Any]], None]] = None) -> Config:
+    """Defaults, then the YAML file (if any), then ``prepare(data)`` (the command line's
+    ``--sink`` list), then each ``key.path=value`` override."""
     data: dict[str, Any] = read_yaml(path) if path else {}
     origin = str(path) if path else "defaults"
+    if prepare is not None:
+        prepare(data)
     overrides = list(overrides)
     for text in overrides:
         apply_override(data, *parse_override(text))
-    if overrides:
-        origin += " with --set overrides"
+    if overrides or prepare is not None:
+        origin += " with command-line settings"
     return build_config(data, origin)
 
 
 def dump_config(config: Config) -> str:
-    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+    """The config as YAML, with the credentials in source URLs hidden (it is printed)."""
+    data = config.model_dump(mode="json")
+    for source in [data["source"], *data.get("streams", [])]:
+        source["uri"] = redact_url(str(source["uri"]))
+    return yaml.safe_dump(data, sort_keys=False)

@@ -82,6 +82,9 @@ class CurveClient:
 CurveSpec = Union[CurveClient, tuple[PathLike, PathLike]]
 
 
+MAX_EVENT_BYTES = 1 << 20
+
+
 @functools.lru_cache(maxsize=1)
 def _schema_text() -> str:
     return (resources.files("realtime") / "schemas" / "events.schema.json").read_text(encoding="utf-8")
@@ -139,6 +142,8 @@ class Subscriber:
         sock = self._sock
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.RCVHWM, rcvhwm)
+        # An event is a few KiB; a publisher sending far more is cut off, not buffered.
+        sock.setsockopt(zmq.MAXMSGSIZE, MAX_EVENT_BYTES)
         if "[" in endpoint:
             sock.setsockopt(zmq.IPV6, 1)
         if keys is not None:

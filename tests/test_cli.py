@@ -12,23 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, write_video
-from support.tiny_models import make_tiny_videomae
-
-LABELS = ["waving", "clapping", "jumping", "sitting", "walking"]
-
-
-def realtime(*args: str, timeout: float = 120, **kw) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
-    return subprocess.run([sys.executable, "-m", "realtime", *args], capture_output=True, text=True,
-                          timeout=timeout, cwd=REPO, env=env, **kw)
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("models") / "tiny-videomae"
-    make_tiny_videomae(path, labels=LABELS)
-    return path
+from conftest import REPO, TINY_LABELS as LABELS, realtime, write_video
 
 
 @pytest.fixture(scope="module")
@@ -119,3 +103,56 @@ def test_print_config_shows_the_merged_result(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "stride_seconds: 0.3" in r.stdout and "uri: rtsp://cam/x" in r.stdout
     assert "top_k: 3" in r.stdout and "type: jsonl" in r.stdout
+
+
+def test_classify_marks_a_low_confidence_result_uncertain(tiny_model, video):
+    """A random 5-class model is never confident: the result says so instead of naming a label."""
+    r = realtime("classify", str(video), "--model", str(tiny_model), "--json", "--timeline")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["uncertain"] is True and doc["min_score"] == 0.4 and doc["top_k"][0]["score"] < 0.4
+    assert all(w["uncertain"] for w in doc["timeline"])
+    text = realtime("classify", str(video), "--model", str(tiny_model))
+    assert f"{video}: uncertain (best guess {doc['label']}: " in text.stdout
+    sure = realtime("classify", str(video), "--model", str(tiny_model), "--json",
+                    "--set", "smoothing.enter=0.05", "--set", "smoothing.exit=0.05")
+    assert json.loads(sure.stdout)["uncertain"] is False
+
+
+def test_classify_progress_bar_has_a_total_and_an_eta(tiny_model, video):
+    """On a terminal (a real pseudo-terminal here) the bar counts frames out of the file's total."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+    import threading
+    main_fd, child_fd = pty.openpty()
+    fcntl.ioctl(child_fd, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))  # 120 columns
+    chunks: list[bytes] = []
+
+    def drain() -> None:                               # read as it is written: a pty holds little
+        while True:
+            try:
+                data = os.read(main_fd, 65536)
+            except OSError:
+                return
+            if not data:
+                return
+            chunks.append(data)
+
+    reader = threading.Thread(target=drain, name="test-pty-reader", daemon=True)
+    reader.start()
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "realtime", "classify", str(video), "--model",
+                                 str(tiny_model), "--set", "window.stride_seconds=0.1"],
+                                cwd=REPO, stdout=subprocess.PIPE, stderr=child_fd, text=True,
+                                env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        os.close(child_fd)
+        proc.communicate(timeout=120)
+        reader.join(5)
+    finally:
+        os.close(main_fd)
+    bar = b"".join(chunks).decode(errors="replace")
+    assert proc.returncode == 0, bar
+    assert "/90 [" in bar, bar                         # n/total: the clip's 90 frames
+    assert "<" in bar.split("/90 [", 1)[1], bar        # [elapsed<remaining, rate]

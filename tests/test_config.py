@@ -1,6 +1,8 @@
+import numpy as np
 import pytest
 
-from realtime.config import CONFIG_DIR, load_config, parse_override
+from realtime.config import load_config, parse_override
+from realtime.presets import find_preset, preset_names
 from realtime.errors import ConfigError
 
 
@@ -13,9 +15,11 @@ def write(tmp_path, text):
 def test_defaults_and_presets_load():
     cfg = load_config()
     assert cfg.source.pace == "realtime" and cfg.window.stride_seconds == 0.5
-    for preset in CONFIG_DIR.glob("*.yaml"):
-        load_config(preset)
+    assert {"default", "fitness", "accessibility", "feed", "rtsp"} <= set(preset_names())
+    for name in preset_names():         # by name and by path: the same settings
+        assert load_config(name) == load_config(find_preset(name))
     assert load_config("default").model.name == "i3d-kinetics400"
+    assert [s.type for s in load_config("feed").sinks] == ["zmq"]
 
 
 def test_overrides_are_typed_and_nested():
@@ -90,7 +94,18 @@ def test_preset_label_lists_name_real_kinetics_classes():
     from realtime.models.i3d import kinetics400_labels
     from realtime.smoothing import LabelSmoother, SmoothingParams
     labels = kinetics400_labels()
-    for preset in CONFIG_DIR.glob("*.yaml"):
+    named = 0
+    for preset in preset_names():
         s = load_config(preset).smoothing
-        # builds without error only if every allow/deny/rename label is a Kinetics-400 class
-        LabelSmoother(labels, SmoothingParams(allow=tuple(s.allow), deny=tuple(s.deny), rename=s.rename))
+        for key in ("allow", "deny"):
+            unknown = [x for x in getattr(s, key) if x not in labels]
+            assert not unknown, f"preset {preset}: smoothing.{key} names {unknown}, not Kinetics-400 classes"
+        assert not [x for x in s.rename if x not in labels], f"preset {preset}: smoothing.rename"
+        smoother = LabelSmoother(labels, SmoothingParams(allow=tuple(s.allow), deny=tuple(s.deny),
+                                                         rename=s.rename))
+        if s.allow:     # exactly the listed classes are reported, under their friendly names
+            kept = set(s.allow) - set(s.deny)
+            assert sorted(np.flatnonzero(smoother.mask)) == sorted(labels.index(x) for x in kept)
+            assert {smoother.names[labels.index(x)] for x in s.allow} == {s.rename.get(x, x) for x in s.allow}
+        named += len(s.allow) + len(s.deny) + len(s.rename)
+    assert named > 0, "no preset names a label: this test checks nothing"

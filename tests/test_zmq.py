@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import shutil
 import statistics
 import threading
@@ -380,9 +381,86 @@ def test_sink_spec_and_non_loopback_warning(caplog) -> None:
         loopback = open_sink()
         loopback.close()
         assert not caplog.records
-        everywhere = open_sink(endpoint="tcp://0.0.0.0:*")
+        everywhere = open_sink(endpoint="tcp://0.0.0.0:*", allow_plaintext_remote=True)
         everywhere.close()
     assert any("without CurveZMQ" in r.getMessage() for r in caplog.records)
+
+
+def test_a_plain_text_feed_on_other_interfaces_needs_an_explicit_choice() -> None:
+    with pytest.raises(ConfigError, match=r"tcp://0\.0\.0\.0:5556 is reachable from other machines without "
+                                          r"CurveZMQ.*allow_plaintext_remote: true"):
+        load_config(overrides=["sinks=[{type: zmq, endpoint: 'tcp://0.0.0.0:5556'}]"])
+    config = load_config(overrides=["sinks=[{type: zmq, endpoint: 'tcp://*:5556', "
+                                    "allow_plaintext_remote: true}]"])
+    assert config.sinks[0].allow_plaintext_remote
+    with pytest.raises(SinkError, match="allow_plaintext_remote"):     # the Python API too
+        ZmqSink("tcp://0.0.0.0:*").open()
+
+
+def test_a_secret_key_file_readable_by_others_is_warned_about(curve_keys, caplog) -> None:
+    secret = curve_keys["server_secret"]
+    for mode, warned in ((0o600, False), (0o644, True)):
+        secret.chmod(mode)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="realtime.sinks.zmq"):
+            sink = ZmqSink(ANY_PORT, curve_secret_file=str(secret),
+                           curve_clients_dir=str(curve_keys["allowed"]))
+            sink.open()
+            sink.close()
+        hits = [r.getMessage() for r in caplog.records if "can be read by other users" in r.getMessage()]
+        assert bool(hits) == warned, (mode, hits)
+    assert f"(mode 644): chmod 600 {secret}" in hits[0]
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+HOSTILE_SUBSCRIBER = """
+import os, sys, time, zmq
+ctx = zmq.Context()
+socks = []
+for i in range(8):
+    sock = ctx.socket(zmq.SUB)
+    sock.setsockopt(zmq.SUBSCRIBE, bytes([65 + i]) * 4_000_000)   # a 4 MB topic prefix
+    sock.connect(sys.argv[1])
+    socks.append(sock)
+time.sleep(3)
+os._exit(0)      # (terminating a context holding these sockets crashes libzmq here)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="needs /proc (Linux)")
+def test_an_oversized_subscription_cannot_grow_the_publisher() -> None:
+    """Another program sends eight 4 MB subscriptions: each is refused and its connection
+    dropped. Unbounded, the publisher kept them (1.4 GiB here; +141 MB in a running pipeline
+    for one)."""
+    import subprocess
+    import sys
+
+    factory = EventFactory()
+    sink = open_sink()
+    endpoint = sink.bound_endpoint or ""
+    try:
+        with Subscriber(endpoint) as good:
+            wait_joined(lambda: sink.write(probe(factory)()), good)
+            before = rss_bytes()
+            hostile = subprocess.Popen([sys.executable, "-c", HOSTILE_SUBSCRIBER, endpoint])
+            try:
+                while hostile.poll() is None:   # the publisher reads subscriptions as it sends
+                    sink.write(probe(factory)())
+                    time.sleep(0.01)
+            finally:
+                if hostile.poll() is None:
+                    hostile.kill()
+                hostile.wait()
+            grown = rss_bytes() - before
+            assert grown < 32 * 2**20, f"the publisher grew by {grown / 2**20:.0f} MiB"
+            sink.write(probe(factory)())
+            assert good.recv(2.0) is not None     # the feed goes on for everyone else
+    finally:
+        sink.close()
 
 
 # --------------------------------------------------------------------------- realtime listen

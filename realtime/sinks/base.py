@@ -12,6 +12,8 @@ import logging
 import threading
 from typing import Any, Optional, Protocol
 
+from ..threads import start_thread
+
 log = logging.getLogger(__name__)
 
 
@@ -100,10 +102,8 @@ class SinkRunner:
 
     def start(self) -> None:
         self.sink.open()
-        # A daemon: close() joins it with a timeout, and a sink that hangs past that must not
-        # keep the process alive after the pipeline has stopped.
-        self._thread = threading.Thread(target=self._run, name=f"sink-{self.name}", daemon=True)
-        self._thread.start()
+        # close() joins it with a timeout; one that hangs past that must not hold the process.
+        self._thread = start_thread(self._run, f"sink-{self.name}")
 
     def offer(self, event: dict[str, Any]) -> None:
         self.queue.put(event)
@@ -122,12 +122,12 @@ class SinkRunner:
                 self.record_error(exc)
 
     def record_error(self, exc: BaseException) -> None:
-        """Count a sink failure; the first one is logged with its traceback."""
+        """Count a sink failure; the first one is logged in one line (its traceback at debug level)."""
         self.errors += 1
         self.last_error = f"{type(exc).__name__}: {exc}"
         if self.errors == 1:
-            log.error("sink %s failed (further errors are counted): %s", self.name, self.last_error,
-                      exc_info=exc)
+            log.error("sink %s failed (further errors are counted): %s", self.name, self.last_error)
+            log.debug("sink %s failure", self.name, exc_info=exc)
 
     def close(self, timeout: float = 2.0) -> bool:
         """Deliver what is queued, then close the sink. False if it did not finish in time."""
@@ -142,8 +142,8 @@ class SinkRunner:
         if finished:
             try:
                 self.sink.close()
-            except Exception:
-                log.exception("closing sink %s failed", self.name)
+            except Exception as exc:        # what it still held is lost: counted like a failed write
+                self.record_error(exc)
         return finished
 
     def stats(self) -> dict[str, Any]:

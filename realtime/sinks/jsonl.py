@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import Any, Optional, TextIO
 
 from ..errors import SinkError
+
+log = logging.getLogger(__name__)
 
 
 class JsonlSink:
@@ -23,7 +26,10 @@ class JsonlSink:
             return
         target = Path(self.path)
         try:
-            target.parent.mkdir(parents=True, exist_ok=True)
+            if not target.parent.exists():
+                # Made for the user, and said so: a mistyped folder shows at once.
+                target.parent.mkdir(parents=True)
+                log.info("jsonl: created the folder %s for %s", target.parent, target.name)
             self._out = target.open("a", encoding="utf-8")
         except OSError as exc:
             raise SinkError(f"cannot write JSON lines to {self.path}: {exc.strerror}") from None
@@ -35,8 +41,14 @@ class JsonlSink:
         self._out.flush()
 
     def close(self) -> None:
-        if self._out is not None:
-            self._out.flush()
+        out, self._out = self._out, None
+        if out is None:
+            return
+        try:
+            out.flush()
+        finally:
             if self._owns:
-                self._out.close()
-            self._out = None
+                try:
+                    out.close()
+                except OSError:
+                    pass            # the flush above already failed for the same reason

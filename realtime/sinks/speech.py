@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, TextIO
 
 from ..errors import SinkError
+from ..threads import start_thread
 
 log = logging.getLogger(__name__)
 
@@ -243,8 +244,7 @@ class SpeechSink:
                                 "(set save_dir to keep them as WAV files)", why)
         if not self.speak and self.save_dir is None:
             log.warning("speech: speak is off and there is no save_dir: nothing will be announced")
-        self._thread = threading.Thread(target=self._run, name="sink-speech-speaker", daemon=True)
-        self._thread.start()
+        self._thread = start_thread(self._run, "sink-speech-speaker")
 
     def close(self) -> None:
         """Stop the speaker thread: the utterance in progress is finished, pending ones dropped."""

@@ -28,7 +28,6 @@ clients whose public certificate is in ``clients_dir`` may connect.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
 import os
@@ -39,6 +38,7 @@ from typing import TYPE_CHECKING, Any, Optional
 import zmq
 import zmq.auth
 
+from ..config import PLAINTEXT_REMOTE_HINT, is_local_endpoint
 from ..errors import SinkError
 
 if TYPE_CHECKING:
@@ -50,30 +50,14 @@ log = logging.getLogger(__name__)
 
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:5556"
 LINGER_MS = 500  # how long close() may spend delivering queued messages
+# What a subscriber may send the PUB socket is its subscriptions (topic prefixes such as
+# "prediction.camera0"); a longer message disconnects it instead of growing the socket's memory.
+MAX_INCOMING_BYTES = 1024
 
 
 def topic_of(event: dict[str, Any]) -> str:
     """The topic an event is published under: ``"{type}.{stream}"``."""
     return f"{event.get('type', 'event')}.{event.get('stream', '')}"
-
-
-def is_local_endpoint(endpoint: str) -> bool:
-    """True for ``ipc://``, ``inproc://`` and tcp endpoints bound to a loopback address."""
-    transport, sep, address = endpoint.partition("://")
-    if not sep:
-        return False
-    if transport in ("ipc", "inproc"):
-        return True
-    if transport != "tcp":
-        return False
-    host = address.rsplit(":", 1)[0] if ":" in address else address
-    host = host.strip("[]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:            # '*', an interface name or a host name
-        return False
 
 
 class ZmqSink:
@@ -87,7 +71,7 @@ class ZmqSink:
 
     def __init__(self, endpoint: str = DEFAULT_ENDPOINT, sndhwm: int = 1000,
                  curve_secret_file: Optional[str] = None, curve_clients_dir: Optional[str] = None,
-                 linger_ms: int = LINGER_MS) -> None:
+                 linger_ms: int = LINGER_MS, allow_plaintext_remote: bool = False) -> None:
         if (curve_secret_file is None) != (curve_clients_dir is None):
             raise SinkError(f"zmq sink {endpoint}: CurveZMQ needs both server_secret_file and clients_dir")
         self.endpoint = endpoint
@@ -96,6 +80,7 @@ class ZmqSink:
         self.linger_ms = linger_ms
         self.curve_secret_file = curve_secret_file
         self.curve_clients_dir = curve_clients_dir
+        self.allow_plaintext_remote = allow_plaintext_remote
         self.bound_endpoint: Optional[str] = None
         self.sent = 0
         self.dropped = 0
@@ -108,12 +93,16 @@ class ZmqSink:
         curve = cfg.curve
         return cls(cfg.endpoint, sndhwm=cfg.sndhwm,
                    curve_secret_file=curve.server_secret_file if curve else None,
-                   curve_clients_dir=curve.clients_dir if curve else None)
+                   curve_clients_dir=curve.clients_dir if curve else None,
+                   allow_plaintext_remote=cfg.allow_plaintext_remote)
 
     # ------------------------------------------------------------------ lifecycle
     def open(self) -> None:
         """Create the PUB socket and bind it (on the calling thread; see the module notes)."""
         keys = self._load_server_keys() if self.curve_secret_file else None
+        if keys is None and not self.allow_plaintext_remote and not is_local_endpoint(self.endpoint):
+            raise SinkError(f"zmq sink: {self.endpoint} is reachable from other machines without "
+                            f"CurveZMQ: {PLAINTEXT_REMOTE_HINT}")
         ctx = zmq.Context()
         self._ctx = ctx
         try:
@@ -123,6 +112,7 @@ class ZmqSink:
             self._sock = sock
             sock.setsockopt(zmq.SNDHWM, self.sndhwm)
             sock.setsockopt(zmq.LINGER, self.linger_ms)
+            sock.setsockopt(zmq.MAXMSGSIZE, MAX_INCOMING_BYTES)
             if "[" in self.endpoint:
                 sock.setsockopt(zmq.IPV6, 1)
             if keys is not None:
@@ -139,8 +129,8 @@ class ZmqSink:
             raise
         secured = "CurveZMQ" if keys is not None else "plain text"
         if keys is None and not is_local_endpoint(self.endpoint):
-            log.warning("ZeroMQ feed %s is reachable from other machines without CurveZMQ: anyone "
-                        "who can connect can read it (set the zmq sink's curve keys)", self.endpoint)
+            log.warning("ZeroMQ feed %s is reachable from other machines without CurveZMQ "
+                        "(allow_plaintext_remote): anyone who can connect can read it", self.endpoint)
         log.info("ZeroMQ feed on %s (%s); topics: <type>.<stream>", self.bound_endpoint, secured)
 
     def _load_server_keys(self) -> tuple[bytes, bytes]:
@@ -156,6 +146,10 @@ class ZmqSink:
         if secret is None:
             raise SinkError(f"zmq sink: {path} holds no secret key; use the server's "
                             f"'.key_secret' file, not its public '.key' file")
+        mode = os.stat(path).st_mode & 0o777
+        if os.name == "posix" and mode & 0o077:
+            log.warning("zmq sink: the secret key file %s can be read by other users (mode %03o): "
+                        "chmod 600 %s", path, mode, path)
         clients = Path(self.curve_clients_dir)
         if not clients.is_dir():
             raise SinkError(f"zmq sink: CurveZMQ clients directory not found: {clients}")
