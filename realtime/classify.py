@@ -31,6 +31,13 @@ class ClipResult:
     windows: list[Prediction] = field(default_factory=list)
     mean_probs: Optional[np.ndarray] = None
     frames: int = 0
+    min_score: float = 0.0      # below this the best label is only a guess (smoothing.enter)
+
+    @property
+    def uncertain(self) -> bool:
+        """The best label's mean probability is below ``min_score``: the activity may be none
+        the model knows, as the live path's uncertain state says."""
+        return self.top_k(1)[0]["score"] < self.min_score
 
     def top_k(self, k: int) -> list[dict[str, Any]]:
         assert self.mean_probs is not None
@@ -39,11 +46,13 @@ class ClipResult:
 
     def to_json(self, k: int, timeline: bool) -> dict[str, Any]:
         out: dict[str, Any] = {"file": self.file, "model": self.model, "top_k": self.top_k(k),
-                               "label": self.top_k(1)[0]["label"], "windows": len(self.windows),
+                               "label": self.top_k(1)[0]["label"], "uncertain": self.uncertain,
+                               "min_score": self.min_score, "windows": len(self.windows),
                                "frames": self.frames}
         if timeline:
             out["timeline"] = [{"start": w.media_start, "end": w.media_end, "label": w.label,
-                                "score": round(w.score, 6)} for w in self.windows]
+                                "score": round(w.score, 6), "uncertain": w.score < self.min_score}
+                               for w in self.windows]
         return out
 
 
@@ -82,7 +91,7 @@ def classify_file(path: str, config: Config, classifier: Optional[ClipClassifier
     assert pipeline.classifier is not None
     result = ClipResult(path, pipeline.classifier.name, list(pipeline.classifier.labels), preds,
                         (total / len(preds)).astype(np.float32),
-                        pipeline.streams[0].capture.stats.frames)
+                        pipeline.streams[0].capture.stats.frames, min_score=cfg.smoothing.enter)
     return result
 
 
@@ -91,11 +100,16 @@ def _wait_with_progress(pipeline: Any, path: str, progress: bool) -> None:
     bar = None
     if progress and sys.stderr.isatty():
         from tqdm import tqdm
-        bar = tqdm(total=getattr(stream.source, "frame_count", None), unit="frame",
-                   desc=path if len(path) < 40 else "..." + path[-37:], leave=False)
+        bar = tqdm(total=None, unit="frame", desc=path if len(path) < 40 else "..." + path[-37:],
+                   leave=False)
     try:
-        while not pipeline.wait(0.2):
+        done = False
+        while not done:
+            done = pipeline.wait(0.2)
             if bar is not None:
+                if bar.total is None:
+                    # The capture thread opens the file: its frame count (and so an ETA) comes then.
+                    bar.total = getattr(stream.source, "frame_count", None)
                 bar.update(stream.capture.stats.frames - bar.n)
     finally:
         if bar is not None:

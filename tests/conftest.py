@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import collections
+import os
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -13,26 +16,46 @@ import numpy as np
 import pytest
 
 from realtime.sources import SourceInfo
+from realtime.threads import live_threads
 from realtime.types import FrameMeta, InputSpec
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_CLIPS = REPO.parent / "shared" / "clips"
+TINY_LABELS = ["waving", "clapping", "jumping", "sitting", "walking"]
+
+
+def realtime(*args: str, timeout: float = 120, env: Optional[dict[str, str]] = None,
+             **kw) -> subprocess.CompletedProcess:
+    """``python -m realtime ARGS`` in its own process, offline, output captured."""
+    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "realtime", *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=REPO, env=full_env, **kw)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """A tiny randomly initialised VideoMAE with TINY_LABELS, saved with save_pretrained."""
+    from support.tiny_models import make_tiny_videomae
+    path = tmp_path_factory.mktemp("models") / "tiny-videomae"
+    make_tiny_videomae(path, labels=TINY_LABELS)
+    return path
 
 
 @pytest.fixture(autouse=True)
 def no_leaked_threads():
-    """Fail a test that leaves a non-daemon thread running: one of those keeps the test
-    process from ever exiting (it hung a CI run once)."""
-    before = set(threading.enumerate())
+    """Fail a test that leaves one of the project's threads running (they are all daemons, so
+    one left behind would run on into later tests), or any non-daemon thread (that one keeps
+    the test process from ever exiting: it hung a CI run once)."""
+    before = set(threading.enumerate()) | set(live_threads())
     yield
     deadline = time.monotonic() + 3.0
     while True:
-        leaked = [t for t in threading.enumerate()
-                  if t not in before and t.is_alive() and not t.daemon]
+        leaked = [t for t in (*threading.enumerate(), *live_threads())
+                  if t not in before and t.is_alive() and (not t.daemon or t in live_threads())]
         if not leaked or time.monotonic() > deadline:
             break
         time.sleep(0.05)
-    assert not leaked, f"non-daemon threads still running after the test: {[t.name for t in leaked]}"
+    assert not leaked, f"threads still running after the test: {sorted({t.name for t in leaked})}"
 
 
 def make_meta(index: int, ts: float) -> FrameMeta:
@@ -99,16 +122,18 @@ class FakeCamera:
     """A live FrameSource producing frames at ``fps`` on a fixed schedule (like a camera).
 
     Frame i is filled with ``i % 256``; ``fail_after`` frames makes read() raise
-    SourceError once (a lost stream), and ``open_failures`` opens fail first.
+    SourceError once (a lost stream), ``open_failures`` opens fail first, and
+    ``reopen_failures`` opens fail after that loss.
     """
 
     def __init__(self, fps: float = 30.0, size: tuple[int, int] = (48, 64), fail_after: int = 0,
-                 open_failures: int = 0) -> None:
+                 open_failures: int = 0, reopen_failures: int = 0) -> None:
         self.info = SourceInfo("camera", "fake", "camera:fake")
         self._fps = fps
         self.size = size
         self.fail_after = fail_after
         self.open_failures = open_failures
+        self.reopen_failures = reopen_failures
         self.opens = 0
         self.produced = 0
         self._next = 0.0
@@ -129,6 +154,7 @@ class FakeCamera:
         from realtime.errors import SourceError
         if self.fail_after and self.produced == self.fail_after:
             self.fail_after = 0
+            self.open_failures = self.reopen_failures
             raise SourceError("fake camera unplugged")
         delay = self._next - time.monotonic()
         if delay > 0:
@@ -140,3 +166,13 @@ class FakeCamera:
 
     def close(self) -> None:
         pass
+
+
+def i3d_weights_or_skip() -> Path:
+    """The offline I3D weights (fetched if need be), or skip the test saying why."""
+    from realtime.errors import ModelError
+    from realtime.models.i3d_weights import weights_path
+    try:
+        return weights_path(download=True)
+    except ModelError as exc:
+        pytest.skip(f"I3D weights unavailable: {exc}")

@@ -17,10 +17,10 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import SHARED_CLIPS, ScriptedClassifier, write_video
+from conftest import SHARED_CLIPS, ScriptedClassifier, i3d_weights_or_skip, write_video
 from realtime import evaluate as evaluate_module
 from realtime.config import load_config
-from realtime.errors import ConfigError, ModelError, SourceError
+from realtime.errors import ConfigError, SourceError
 from realtime.eval_cli import add_parser, cmd_eval
 from realtime.evaluate import (SharedClassifier, draw_confusion, evaluate, load_dataset, match_labels,
                                normalize_label, read_label_map, write_report)
@@ -404,11 +404,7 @@ SHARED_NAMES = {"abseiling.mp4": "abseiling", "arm_wrestling.mp4": "arm_wrestlin
 def _i3d_weights_or_skip() -> Optional[Path]:
     if not all((SHARED_CLIPS / name).is_file() for name in SHARED_NAMES):
         pytest.skip(f"the shared clips are not at {SHARED_CLIPS}")
-    from realtime.models import i3d_weights
-    try:
-        return i3d_weights.weights_path(download=True)
-    except ModelError as exc:
-        pytest.skip(f"I3D weights unavailable: {exc}")
+    return i3d_weights_or_skip()
 
 
 @pytest.mark.slow

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import REPO, SHARED_CLIPS
+from conftest import REPO, SHARED_CLIPS, i3d_weights_or_skip
 from support.joined import join_clips
 from support.rtsp import free_port
 
@@ -31,12 +31,7 @@ def changes_per_minute(labels: list[str], seconds: float) -> float:
 
 
 def test_subscriber_sees_every_activity_in_order(tmp_path):
-    from realtime.errors import ModelError
-    from realtime.models.i3d_weights import weights_path
-    try:
-        weights_path(download=True)
-    except ModelError as exc:
-        pytest.skip(f"I3D weights unavailable: {exc}")
+    i3d_weights_or_skip()
     video = tmp_path / "four_activities.mp4"
     segments = join_clips([SHARED_CLIPS / name for name, _ in ACTIVITIES], video)
     endpoint = f"tcp://127.0.0.1:{free_port()}"

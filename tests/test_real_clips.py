@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from conftest import REPO, SHARED_CLIPS
+from conftest import REPO, SHARED_CLIPS, i3d_weights_or_skip
 
 CLIPS = {
     "abseiling.mp4": "abseiling",
@@ -26,12 +26,7 @@ pytestmark = [
 
 @pytest.fixture(scope="module", autouse=True)
 def i3d_weights():
-    from realtime.errors import ModelError
-    from realtime.models.i3d_weights import weights_path
-    try:
-        weights_path(download=True)
-    except ModelError as exc:
-        pytest.skip(f"I3D weights unavailable: {exc}")
+    i3d_weights_or_skip()
 
 
 def realtime(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
