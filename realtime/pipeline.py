@@ -392,7 +392,8 @@ class Pipeline:
         self._stopped = True
         self.stop_event.set()
         self.wake.set()
-        deadline = time.monotonic() + STOP_TIMEOUT
+        started = time.monotonic()
+        deadline = started + STOP_TIMEOUT
         for stream in self.streams:
             if not stream.capture.join(max(0.05, min(0.5, deadline - time.monotonic()))):
                 log.warning("capture %s is stuck in the source; abandoning it", stream.name)
@@ -408,6 +409,7 @@ class Pipeline:
             close = getattr(self.classifier, "close", None)
             if callable(close):
                 close()
+        log.debug("stopped in %.2f s", time.monotonic() - started)
 
     def _forward_wait(self) -> float:
         """How long to wait for a batch in the model: well past the slowest one so far."""

@@ -77,6 +77,20 @@ def test_sigint_stops_a_live_run_within_2s_and_flushes(tiny_model, video, tmp_pa
     assert events[-1]["type"] == "status" and events[-1]["state"] == "ended"
 
 
+def test_exit_process_runs_atexit_handlers_and_flushes_before_leaving(tmp_path):
+    """The CLI skips interpreter teardown (about 1 s with torch loaded), not cleanup or output."""
+    marker = tmp_path / "atexit-ran"
+    code = ("import atexit, pathlib, sys, torch\n"
+            "from realtime.cli import exit_process\n"
+            f"atexit.register(pathlib.Path({str(marker)!r}).write_text, 'yes')\n"
+            "sys.stdout.write('buffered, no newline')\n"
+            "exit_process(7)\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert r.returncode == 7, r.stderr
+    assert r.stdout == "buffered, no newline"
+    assert marker.read_text() == "yes"
+
+
 @pytest.mark.parametrize("args,code,needle", [
     (["run", "--set", "source.pase=fast", "--print-config"], 2, "source.pase: unknown key"),
     (["run", "--set", "window.stride_seconds=-1", "--print-config"], 2, "window.stride_seconds"),
