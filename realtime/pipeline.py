@@ -21,7 +21,7 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 
 from .capture import PACE_FAST, Backoff, CaptureWorker
-from .config import Config, SourceConfig, safe_stream_name
+from .config import Config, SourceConfig, apply_override, load_config, safe_stream_name
 from .errors import RealtimeError
 from .events import EventFactory, change_fields, smoothed_fields
 from .health import HealthMonitor
@@ -32,7 +32,7 @@ from .redact import host_of
 from .ring import DROP_OLDEST, WAIT, FrameRing
 from .sampling import WindowSpec
 from .smoothing import LabelSmoother, SmoothingParams
-from .sinks import Sink, SinkRunner, build_sink
+from .sinks import Sink, SinkRunner, build_sink, sinks_from_specs
 from .sources import FrameSource, SourceInfo, check_source, classify_source, open_source
 from .types import FrameMeta, Prediction, StreamStatus
 
@@ -63,6 +63,37 @@ def default_stream_name(info: SourceInfo) -> str:
     else:
         name, fallback = Path(info.uri).stem, "file"
     return safe_stream_name(name) or fallback
+
+
+def make_config(source: Optional[str | int] = None, model: Optional[str] = None, *,
+                config: Optional[str | Path] = None, sinks: Optional[Sequence[str | dict[str, Any]]] = None,
+                settings: Optional[dict[str, Any]] = None) -> Config:
+    """The settings of a run, as ``realtime run`` builds them, for programs.
+
+    Args:
+        source: camera index, stream URL or video file (``source.uri``).
+        model: built-in name, model directory or hub id (``model.name``).
+        config: a YAML file or preset name (``fitness``); defaults otherwise.
+        sinks: the sinks to run, as ``--sink`` specs (``"jsonl:out.jsonl"``) or dicts
+            (``{"type": "zmq", "endpoint": "tcp://127.0.0.1:5556"}``); None keeps the config's.
+        settings: dotted keys to values, as ``--set`` (``{"window.stride_seconds": 0.25}``).
+
+    Returns:
+        A validated :class:`Config`. Raises ConfigError naming the key at fault.
+    """
+    def prepare(data: dict[str, Any]) -> None:
+        if sinks is not None:
+            specs = [s for s in sinks if isinstance(s, str)]
+            data["sinks"] = (sinks_from_specs(specs, data.get("sinks")) if specs else []) + \
+                [dict(s) for s in sinks if isinstance(s, dict)]
+        for key, value in (settings or {}).items():
+            apply_override(data, key.split("."), value)
+        if source is not None:
+            apply_override(data, ["source", "uri"], str(source))
+        if model is not None:
+            apply_override(data, ["model", "name"], model)
+
+    return load_config(config, prepare=prepare)
 
 
 @dataclass
@@ -107,6 +138,31 @@ class Pipeline:
         self._sink_errors: dict[str, int] = {}
         self._frame_sinks: list[SinkRunner] = []     # sinks with wants_frames
         self._ui_sinks: list[SinkRunner] = []        # sinks with a main_thread_step (windows)
+
+    @classmethod
+    def create(cls, source: Optional[str | int] = None, model: Optional[str] = None, *,
+               config: Optional[str | Path] = None, sinks: Optional[Sequence[str | dict[str, Any]]] = None,
+               settings: Optional[dict[str, Any]] = None,
+               on_event: Optional[Callable[[dict[str, Any]], None]] = None,
+               on_prediction: Optional[Callable[[Prediction, np.ndarray], None]] = None) -> "Pipeline":
+        """A pipeline from the same pieces as the command line (see :func:`make_config`).
+
+        ``on_prediction(prediction, probabilities)`` gets every classified window;
+        ``on_event(event)`` every event as the sinks see it (a JSON-ready dict). Both run on
+        the pipeline's threads: keep them short. Start it with ``with`` (stopped on leaving)
+        or :meth:`run`.
+        """
+        return cls(make_config(source, model, config=config, sinks=sinks, settings=settings),
+                   on_event=on_event, on_prediction=on_prediction)
+
+    def __enter__(self) -> "Pipeline":
+        self.start()
+        return self
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        self.stop()
+        if exc_type is None:
+            self.raise_error()
 
     # ------------------------------------------------------------------ build
     def _build_classifier(self) -> ClipClassifier:
@@ -455,6 +511,10 @@ class Pipeline:
             self.wait(duration)
         finally:
             self.stop()
+        self.raise_error()
+
+    def raise_error(self) -> None:
+        """Raise what failed the run (a source that never connected, the model), if anything."""
         err = self.error()
         if err is not None:
             if isinstance(err, RealtimeError):
