@@ -29,6 +29,7 @@ import cv2
 import numpy as np
 import yaml
 
+from .clipfolders import VIDEO_EXTENSIONS, scan_class_folders
 from .config import Config
 from .errors import ConfigError, RealtimeError, SinkError, SourceError
 from .metrics import ClassificationMetrics, classification_metrics, top_k_accuracy
@@ -37,7 +38,6 @@ from .types import InputSpec
 
 log = logging.getLogger(__name__)
 
-VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v"})
 OTHER_LABEL = "other"
 _CSV_HEADER_PATH = {"path", "file", "filename", "file_name", "video", "clip"}
 _CSV_HEADER_LABEL = {"label", "class", "category", "activity"}
@@ -73,11 +73,6 @@ class Dataset:
             return str(path)
 
 
-def is_video_file(path: Path) -> bool:
-    """A regular file (or a link to one) whose extension is a known video extension."""
-    return path.suffix.lower() in VIDEO_EXTENSIONS and path.is_file()
-
-
 def load_dataset(data: str | Path) -> Dataset:
     """Read a class-per-folder tree or a ``path,label`` CSV file (see the module doc)."""
     source = Path(data).expanduser()
@@ -94,19 +89,16 @@ def load_dataset(data: str | Path) -> Dataset:
 
 def _load_folder(root: Path) -> Dataset:
     samples: list[Sample] = []
-    loose = [p for p in root.iterdir() if is_video_file(p)]
+    classes, loose = scan_class_folders(root)
     if loose:
         log.warning("%s: %d video file(s) directly in the data set folder ignored (clips go in "
                     "one sub-folder per class)", root, len(loose))
-    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        clips = sorted(p for p in folder.rglob("*")
-                       if not any(part.startswith(".") for part in p.relative_to(folder).parts)
-                       and is_video_file(p))
-        if not clips:
-            log.warning("%s: no video file (%s), not a class", folder,
+    for found in classes:
+        if not found.clips:
+            log.warning("%s: no video file (%s), not a class", found.folder,
                         " ".join(sorted(VIDEO_EXTENSIONS)))
             continue
-        samples.extend(Sample(p, folder.name) for p in clips)
+        samples.extend(Sample(p, found.label) for p in found.clips)
     if not samples:
         raise ConfigError(f"no video clips in {root}: expected one sub-folder of clips per class "
                           f"(extensions {', '.join(sorted(VIDEO_EXTENSIONS))})")

@@ -65,6 +65,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from .clipfolders import VIDEO_EXTENSIONS, scan_class_folders
 from .errors import ConfigError, ModelError, SourceError
 from .preprocess import normalize, output_size, prepare_frame
 from .types import InputSpec
@@ -72,8 +73,6 @@ from .types import InputSpec
 logger = logging.getLogger(__name__)
 
 I3D_BASE = "i3d-kinetics400"
-VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv",
-                              ".flv", ".3gp", ".ts", ".mts"})
 MIN_CLIPS_PER_CLASS = 2
 MAX_CLIP_SECONDS = 30.0
 """Only the first this many seconds of a clip are decoded (a clip should show one activity)."""
@@ -125,10 +124,6 @@ def probe_clip(path: Path) -> Optional[str]:
     return None
 
 
-def _is_hidden(path: Path, root: Path) -> bool:
-    return any(part.startswith((".", "__")) for part in path.relative_to(root).parts)
-
-
 def scan_dataset(root: PathLike, probe: bool = True) -> Dataset:
     """Find the classes (sub-folders, sorted by name) and their clips (video files inside,
     sub-folders included) of ``root``.
@@ -143,9 +138,8 @@ def scan_dataset(root: PathLike, probe: bool = True) -> Dataset:
         raise ConfigError(f"dataset folder not found: {root}")
     if not root.is_dir():
         raise ConfigError(f"dataset path is not a folder: {root} (expected one sub-folder of clips per class)")
-    class_dirs = sorted((p for p in root.iterdir() if p.is_dir() and not _is_hidden(p, root)),
-                        key=lambda p: p.name)
-    loose = [p for p in root.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS]
+    classes, loose = scan_class_folders(root)
+    class_dirs = [found.folder for found in classes]
     if loose:
         logger.warning("ignoring %d clip(s) directly in %s (e.g. %s): put each class's clips in its own "
                        "sub-folder", len(loose), root, loose[0].name)
@@ -156,9 +150,8 @@ def scan_dataset(root: PathLike, probe: bool = True) -> Dataset:
     labels = tuple(p.name for p in class_dirs)
     clips: list[ClipFile] = []
     skipped: list[tuple[Path, str]] = []
-    for label, folder in enumerate(class_dirs):
-        files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS
-                       and not _is_hidden(p, root))
+    for label, found in enumerate(classes):
+        folder, files = found.folder, found.clips
         good = 0
         for path in files:
             why = probe_clip(path) if probe else None
