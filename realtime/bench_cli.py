@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .cli_common import setup_logging
+from .cli_common import add_log_level, setup_logging
 from .errors import ConfigError
 from .types import SDPA_BACKENDS
 
@@ -61,7 +61,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="with --streams: window.sampled_frames_only=false (prepare every captured frame, "
                         "not only those windows sample)")
     p.add_argument("--json", metavar="OUT", help="also write the results as JSON to OUT")
-    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="warning")
+    add_log_level(p, "warning")
     p.set_defaults(func=cmd_bench)
     return p
 

@@ -11,7 +11,7 @@ import sys
 from typing import Callable, NoReturn, Optional, Sequence
 
 from . import __version__
-from .cli_common import model_overrides, quote as _quote, setup_logging as _setup_logging
+from .cli_common import add_log_level, model_overrides, quote as _quote, setup_logging as _setup_logging
 from .config import Config, dump_config, load_config
 from .errors import ConfigError, RealtimeError
 from .bench_cli import add_parser as _add_bench
@@ -32,7 +32,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                    help="YAML config file, or a preset name from configs/ (default, fitness, ...)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override one config value, e.g. --set window.stride_seconds=0.25 (repeatable)")
-    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default=None)
+    add_log_level(p, None, "run: the config's run.log_level (info); classify: warning")
 
 
 def _add_run(sub: argparse._SubParsersAction) -> None:

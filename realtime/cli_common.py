@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from typing import Optional
 
 from .redact import RedactingFilter
 
@@ -18,6 +19,17 @@ def setup_logging(level: str) -> None:
     for handler in root.handlers:
         if not any(isinstance(f, RedactingFilter) for f in handler.filters):
             handler.addFilter(RedactingFilter())     # stream passwords never reach a log line
+
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def add_log_level(p: argparse.ArgumentParser, default: Optional[str], when_unset: str = "") -> None:
+    """The ``--log-level`` option every command takes (``default`` None: ``when_unset`` says
+    what decides)."""
+    shown = default or when_unset
+    p.add_argument("--log-level", choices=LOG_LEVELS, default=default,
+                   help=f"how much to log on stderr (default: {shown})" if shown else None)
 
 
 def quote(value: str) -> str:

@@ -185,6 +185,9 @@ def is_local_endpoint(endpoint: str) -> bool:
         return False
 
 
+DEFAULT_ENDPOINT = "tcp://127.0.0.1:5556"
+"""Where the ZeroMQ feed binds by default, and where subscribers look for it: this machine only."""
+
 PLAINTEXT_REMOTE_HINT = ("anyone who can connect could read the feed: set the sink's curve keys "
                          "(README, 'ZeroMQ feed'), or allow_plaintext_remote: true to publish in "
                          "plain text anyway")
@@ -192,7 +195,7 @@ PLAINTEXT_REMOTE_HINT = ("anyone who can connect could read the feed: set the si
 
 class ZmqSinkConfig(_Strict):
     type: Literal["zmq"] = "zmq"
-    endpoint: str = Field("tcp://127.0.0.1:5556", description="where the PUB socket binds")
+    endpoint: str = Field(DEFAULT_ENDPOINT, description="where the PUB socket binds")
     sndhwm: int = Field(1000, ge=1, description="messages queued per subscriber before dropping")
     curve: Optional[ZmqCurveConfig] = None
     allow_plaintext_remote: bool = Field(False, description="bind a non-loopback address without "

@@ -6,7 +6,7 @@ import argparse
 import json
 import logging
 
-from .cli_common import model_overrides, setup_logging
+from .cli_common import add_log_level, model_overrides, setup_logging
 from .config import load_config
 from .errors import ConfigError
 
@@ -47,7 +47,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="YAML config file, or a preset name from configs/")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override one config value, e.g. --set model.dtype=float32 (repeatable)")
-    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default=None)
+    add_log_level(p, "warning")
     p.set_defaults(func=cmd_eval)
     return p
 
@@ -63,7 +63,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.worst < 0:
         raise ConfigError(f"--worst must be >= 0, got {args.worst}")
     config = load_config(args.config, model_overrides(args))
-    setup_logging(args.log_level or "warning")
+    setup_logging(args.log_level)
     if args.report is not None:
         prepare_report_dir(args.report)   # fail now rather than after the clips
     report = evaluate(args.data, config, labels_map=args.labels_map, stride=args.stride,

@@ -57,11 +57,11 @@ from typing import Any, Iterable, Iterator, Optional, Union
 import zmq
 import zmq.auth
 
+from .config import DEFAULT_ENDPOINT
 from .errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-DEFAULT_ENDPOINT = "tcp://127.0.0.1:5556"
 
 PathLike = Union[str, "os.PathLike[str]"]
 

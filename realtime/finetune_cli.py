@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .cli_common import setup_logging
+from .cli_common import add_log_level, setup_logging
 from .errors import ConfigError
 
 DEFAULT_BASE = "i3d-kinetics400"  # realtime.finetune.I3D_BASE, not imported so the parser stays light
@@ -62,7 +62,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     adv.add_argument("--workers", type=int, default=0, metavar="N",
                      help="full/transformers modes: processes decoding clips (default 0: in the main process)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
+    add_log_level(p, "info")
     p.set_defaults(func=cmd_finetune)
     return p
 

@@ -9,15 +9,13 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any, Optional
 
+from .config import DEFAULT_ENDPOINT
 from .errors import ConfigError
 from .sinks.console import format_event
 
 if TYPE_CHECKING:
     from .feed import CurveClient
 
-# The same as realtime.feed.DEFAULT_ENDPOINT; not imported from there so that building the
-# command line does not load pyzmq (realtime.feed is imported when listening starts).
-DEFAULT_ENDPOINT = "tcp://127.0.0.1:5556"
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:

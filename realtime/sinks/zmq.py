@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, Optional
 import zmq
 import zmq.auth
 
-from ..config import PLAINTEXT_REMOTE_HINT, is_local_endpoint
+from ..config import DEFAULT_ENDPOINT, PLAINTEXT_REMOTE_HINT, is_local_endpoint
 from ..errors import SinkError
 
 if TYPE_CHECKING:
@@ -48,7 +48,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DEFAULT_ENDPOINT = "tcp://127.0.0.1:5556"
 LINGER_MS = 500  # how long close() may spend delivering queued messages
 # What a subscriber may send the PUB socket is its subscriptions (topic prefixes such as
 # "prediction.camera0"); a longer message disconnects it instead of growing the socket's memory.
