@@ -4,7 +4,7 @@ The YAML presets stay in the repository's top-level ``configs/`` folder and ship
 package as ``realtime/_presets/*.yaml``: ``package_dir`` maps the subpackage ``realtime._presets``
 onto ``configs/``. pyproject's ``[tool.setuptools.packages.find]`` cannot add a package that lives
 outside the searched tree, so discovery is done here (the same search: every ``realtime*`` package,
-PEP 420 namespace folders such as ``realtime/schemas`` included). ``realtime.presets`` is the one
+data-only folders such as ``realtime/models/data`` included). ``realtime.config.presets`` is the one
 place that looks the presets up, in a source checkout or editable install and in an installed wheel.
 """
 

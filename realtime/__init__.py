@@ -18,21 +18,21 @@ from typing import Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "Pipeline": "realtime.pipeline",
-    "make_config": "realtime.pipeline",
+    "Pipeline": "realtime.stream.pipeline",
+    "make_config": "realtime.stream.pipeline",
     "Config": "realtime.config",
     "load_config": "realtime.config",
-    "classify_file": "realtime.classify",
-    "Prediction": "realtime.types",
-    "LabelScore": "realtime.types",
-    "StreamStatus": "realtime.types",
-    "Subscriber": "realtime.feed",
-    "subscribe": "realtime.feed",
-    "RealtimeError": "realtime.errors",
-    "ConfigError": "realtime.errors",
-    "SourceError": "realtime.errors",
-    "ModelError": "realtime.errors",
-    "SinkError": "realtime.errors",
+    "classify_file": "realtime.tools.classify",
+    "Prediction": "realtime.core.types",
+    "LabelScore": "realtime.core.types",
+    "StreamStatus": "realtime.core.types",
+    "Subscriber": "realtime.feed.subscriber",
+    "subscribe": "realtime.feed.subscriber",
+    "RealtimeError": "realtime.core.errors",
+    "ConfigError": "realtime.core.errors",
+    "SourceError": "realtime.core.errors",
+    "ModelError": "realtime.core.errors",
+    "SinkError": "realtime.core.errors",
 }
 
 __all__ = ["__version__", *_EXPORTS]

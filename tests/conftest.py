@@ -17,7 +17,7 @@ import pytest
 
 from realtime.sources import SourceInfo
 from realtime.threads import live_threads
-from realtime.types import FrameMeta, InputSpec
+from realtime.core.types import FrameMeta, InputSpec
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_CLIPS = REPO.parent / "shared" / "clips"
@@ -143,7 +143,7 @@ class FakeCamera:
         return self._fps
 
     def open(self) -> None:
-        from realtime.errors import SourceError
+        from realtime.core.errors import SourceError
         self.opens += 1
         if self.open_failures > 0:
             self.open_failures -= 1
@@ -151,7 +151,7 @@ class FakeCamera:
         self._next = time.monotonic()
 
     def read(self):
-        from realtime.errors import SourceError
+        from realtime.core.errors import SourceError
         if self.fail_after and self.produced == self.fail_after:
             self.fail_after = 0
             self.open_failures = self.reopen_failures
@@ -170,7 +170,7 @@ class FakeCamera:
 
 def i3d_weights_or_skip() -> Path:
     """The offline I3D weights (fetched if need be), or skip the test saying why."""
-    from realtime.errors import ModelError
+    from realtime.core.errors import ModelError
     from realtime.models.i3d_weights import weights_path
     try:
         return weights_path(download=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from realtime.bench import (
+from realtime.tools.bench import (
     BenchOptions,
     format_table,
     latency_stats,
@@ -16,8 +16,8 @@ from realtime.bench import (
     parse_frames,
     run_bench,
 )
-from realtime.bench_cli import add_parser
-from realtime.errors import ConfigError
+from realtime.cli.bench import add_parser
+from realtime.core.errors import ConfigError
 
 try:
     from tests.support.tiny_models import make_tiny_videomae
@@ -45,7 +45,7 @@ def test_bench_end_to_end_writes_json(tiny_dir: Path, tmp_path: Path, capsys: py
     assert "ours/reference" in printed and "reference" in printed and f"wrote {out}" in printed
 
     result = json.loads(out.read_text())
-    assert result["schema"] == "realtime.bench/1"
+    assert result["schema"] == "realtime.tools.bench/1"
     assert result["device"] == "cpu" and result["model_kind"] == "hf"
     assert result["frames"] == {"width": 320, "height": 240, "fps": 30.0, "synthetic": True}
     assert result["window"] == {"num_frames": 16, "input_shape": [16, 3, 32, 32], "stride_seconds": 0.5,
@@ -95,7 +95,7 @@ def test_random_videomae_by_name_runs_without_files() -> None:
 
 
 def test_device_ring_path_on_cpu_tensors(tiny_dir: Path) -> None:
-    """Ours through realtime.gpu.DeviceFrameRing (what CUDA runs), here on the CPU."""
+    """Ours through realtime.accel.gpu.DeviceFrameRing (what CUDA runs), here on the CPU."""
     result = run_bench(BenchOptions(model=str(tiny_dir), device="cpu", batches=(1, 3), repeats=1, warmup=0,
                                     frames=(320, 240), preprocess="device", sdpa_backend="math"))
     assert result["ours"]["preprocess"].startswith("device DeviceFrameRing")
@@ -129,7 +129,7 @@ def test_bad_arguments_are_config_errors(tmp_path: Path) -> None:
 
 def test_stream_bench_serves_every_stream(tmp_path):
     """Several live synthetic cameras through the real pipeline: each stream gets its windows."""
-    from realtime.stream_bench import format_stream_result, run_stream_bench
+    from realtime.tools.stream_bench import format_stream_result, run_stream_bench
     r = run_stream_bench("videomae-tiny-random", "cpu", streams=3, seconds=3.0, fps=30.0,
                          frame_size=(160, 120), stride=0.5, max_batch=8, max_wait_ms=20,
                          sampled_frames_only=True)

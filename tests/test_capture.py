@@ -5,9 +5,9 @@ from __future__ import annotations
 import threading
 import time
 
-from realtime.capture import CaptureWorker
-from realtime.ring import FrameRing
-from realtime.types import InputSpec
+from realtime.stream.capture import CaptureWorker
+from realtime.stream.ring import FrameRing
+from realtime.core.types import InputSpec
 
 from conftest import FakeCamera
 

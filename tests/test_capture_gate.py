@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from realtime.capture_gate import CaptureGate
+from realtime.accel.graph_gate import CaptureGate
 
 
 def _started(target, *args) -> threading.Thread:

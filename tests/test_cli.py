@@ -81,7 +81,7 @@ def test_exit_process_runs_atexit_handlers_and_flushes_before_leaving(tmp_path):
     """The CLI skips interpreter teardown (about 1 s with torch loaded), not cleanup or output."""
     marker = tmp_path / "atexit-ran"
     code = ("import atexit, pathlib, sys, torch\n"
-            "from realtime.cli import exit_process\n"
+            "from realtime.cli.main import exit_process\n"
             f"atexit.register(pathlib.Path({str(marker)!r}).write_text, 'yes')\n"
             "sys.stdout.write('buffered, no newline')\n"
             "exit_process(7)\n")

@@ -16,7 +16,7 @@ import pytest
 
 from conftest import REPO, SHARED_CLIPS, i3d_weights_or_skip
 from realtime.config import check_bind_endpoint, load_config
-from realtime.errors import ConfigError
+from realtime.core.errors import ConfigError
 from realtime.sinks import parse_sink_spec, sinks_from_specs
 from realtime.sinks.jsonl import JsonlSink
 

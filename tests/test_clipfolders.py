@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from realtime.clipfolders import VIDEO_EXTENSIONS, scan_class_folders
-from realtime.evaluate import load_dataset
-from realtime.finetune import scan_dataset
+from realtime.tools.clipfolders import VIDEO_EXTENSIONS, scan_class_folders
+from realtime.tools.evaluate import load_dataset
+from realtime.tools.finetune import scan_dataset
 
 LAYOUT = [
     "squat/a.mp4", "squat/b.MPG", "squat/c.ts", "squat/more/d.wmv", "squat/notes.txt",

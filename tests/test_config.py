@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 
 from realtime.config import load_config, parse_override
-from realtime.presets import find_preset, preset_names
-from realtime.errors import ConfigError
+from realtime.config.presets import find_preset, preset_names
+from realtime.core.errors import ConfigError
 
 
 def write(tmp_path, text):
@@ -92,7 +92,7 @@ def test_parse_override_errors():
 
 def test_preset_label_lists_name_real_kinetics_classes():
     from realtime.models.i3d import kinetics400_labels
-    from realtime.smoothing import LabelSmoother, SmoothingParams
+    from realtime.core.smoothing import LabelSmoother, SmoothingParams
     labels = kinetics400_labels()
     named = 0
     for preset in preset_names():

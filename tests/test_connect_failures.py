@@ -21,9 +21,9 @@ import pytest
 
 from conftest import REPO, ScriptedClassifier
 from realtime.config import load_config
-from realtime.errors import SourceError
-from realtime.netprobe import diagnose
-from realtime.pipeline import Pipeline
+from realtime.core.errors import SourceError
+from realtime.sources.netprobe import diagnose
+from realtime.stream.pipeline import Pipeline
 from realtime.sources import open_source
 from support.rtsp import RtspServer, rtsp_available
 

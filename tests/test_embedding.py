@@ -21,9 +21,9 @@ def readme_example() -> str:
 
 
 def test_the_public_names_load_lazily():
-    code = ("import sys, realtime; assert 'torch' not in sys.modules and 'realtime.pipeline' not in "
+    code = ("import sys, realtime; assert 'torch' not in sys.modules and 'realtime.stream.pipeline' not in "
             "sys.modules; from realtime import Pipeline, load_config, make_config, Prediction, "
-            "SourceError; assert Pipeline.__module__ == 'realtime.pipeline'; print(sorted(realtime.__all__))")
+            "SourceError; assert Pipeline.__module__ == 'realtime.stream.pipeline'; print(sorted(realtime.__all__))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=REPO)
     assert r.returncode == 0, r.stderr
     assert "'Pipeline'" in r.stdout and "'load_config'" in r.stdout

@@ -18,11 +18,11 @@ import numpy as np
 import pytest
 
 from conftest import SHARED_CLIPS, ScriptedClassifier, i3d_weights_or_skip, write_video
-from realtime import evaluate as evaluate_module
+from realtime.tools import evaluate as evaluate_module
 from realtime.config import load_config
-from realtime.errors import ConfigError, SourceError
-from realtime.eval_cli import add_parser, cmd_eval
-from realtime.evaluate import (SharedClassifier, draw_confusion, evaluate, load_dataset, match_labels,
+from realtime.core.errors import ConfigError, SourceError
+from realtime.cli.eval import add_parser, cmd_eval
+from realtime.tools.evaluate import (SharedClassifier, draw_confusion, evaluate, load_dataset, match_labels,
                                normalize_label, read_label_map, write_report)
 
 MODEL_LABELS = ["red", "green", "blue", "yellow"]
@@ -269,7 +269,7 @@ def test_corrupt_clip_is_skipped_and_reported(colour_set: Path, config, tmp_path
             (data / folder / clip.name).symlink_to(clip)
     (data / "red" / "broken.mp4").write_text("this is not a video")
     clf = CountingClassifier()
-    with caplog.at_level(logging.WARNING, logger="realtime.evaluate"):
+    with caplog.at_level(logging.WARNING, logger="realtime.tools.evaluate"):
         report = evaluate(data, config, classifier=clf, progress=False)
     assert [s.path.name for s in report.skipped] == ["broken.mp4"]
     assert "cannot open video file" in report.skipped[0].reason and report.skipped[0].label == "red"

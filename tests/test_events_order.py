@@ -16,9 +16,9 @@ import pytest
 
 from conftest import FakeCamera, ScriptedClassifier
 from realtime.config import load_config
-from realtime.errors import ConfigError
-from realtime.health import HealthMonitor
-from realtime.pipeline import Pipeline, default_stream_name
+from realtime.core.errors import ConfigError
+from realtime.core.health import HealthMonitor
+from realtime.stream.pipeline import Pipeline, default_stream_name
 from realtime.sources import classify_source
 
 

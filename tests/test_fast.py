@@ -1,4 +1,4 @@
-"""realtime.models.fast: plain tensor attributes, the FastModel wrapper (eager on CPU), settings.
+"""realtime.accel.fast_model: plain tensor attributes, the FastModel wrapper (eager on CPU), settings.
 
 CUDA graphs and bf16 on CUDA run only where a GPU is present (tests at the end).
 """
@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch import nn
 
-from realtime.models.fast import (
+from realtime.accel.fast_model import (
     FastModel,
     configure_compile_cache,
     fast_dtype,

@@ -25,8 +25,8 @@ import pytest
 import torch
 
 from realtime.config import load_config
-from realtime.errors import ConfigError, ModelError, SourceError
-from realtime.finetune import (
+from realtime.core.errors import ConfigError, ModelError, SourceError
+from realtime.tools.finetune import (
     Augmentation,
     DecodedClip,
     FineTuneOptions,
@@ -39,7 +39,7 @@ from realtime.finetune import (
     stratified_split,
     window_indices,
 )
-from realtime.finetune_cli import add_parser
+from realtime.cli.finetune import add_parser
 from realtime.models import create_classifier
 from realtime.models.base import ClipClassifier
 from realtime.models.finetuned import (
@@ -50,7 +50,7 @@ from realtime.models.finetuned import (
     HeadConfig,
     read_manifest,
 )
-from realtime.preprocess import prepare_frame
+from realtime.core.preprocess import prepare_frame
 
 from support.motion_dataset import SIX_CLASSES, make_dataset, make_stream, render_clip, write_clip
 
@@ -253,7 +253,7 @@ def test_unreadable_clips_are_skipped_with_a_warning(tmp_path: Path, caplog: pyt
             _tiny_clip(tmp_path / cls / f"{i}.mp4", seed=i)
     (tmp_path / "waving" / "broken.mp4").write_bytes(b"this is not a video")
     (tmp_path / "waving" / "notes.txt").write_text("ignored: not a video file")
-    with caplog.at_level(logging.WARNING, logger="realtime.finetune"):
+    with caplog.at_level(logging.WARNING, logger="realtime.tools.finetune"):
         ds = scan_dataset(tmp_path)
     assert ds.labels == ("clapping", "waving")
     assert ds.counts() == {"clapping": 2, "waving": 2}
@@ -293,7 +293,7 @@ def test_bad_options_and_output_folders(tmp_path: Path) -> None:
 
 
 def test_cli_reports_errors_as_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from realtime.finetune_cli import cmd_finetune
+    from realtime.cli.finetune import cmd_finetune
     args = parse([str(tmp_path / "missing"), "--out", str(tmp_path / "out"), "--no-progress"])
     with pytest.raises(ConfigError) as err:
         cmd_finetune(args)
@@ -344,7 +344,7 @@ def test_motion_head_tells_clockwise_from_anticlockwise_on_fresh_clips(tmp_path:
     pooled appearance feature tells them apart), 10 clips each at 160 px, judged on clips of
     another seed. Measured: 11 of 12 right, in about 40 s here; I3D's own pooled linear head
     got 5 of 12 on the same clips."""
-    from realtime.cli import main
+    from realtime.cli.main import main
     classes = ("rotating_clockwise", "rotating_anticlockwise")
     data = make_dataset(tmp_path / "data", classes, clips_per_class=10, seed=0)
     result = finetune(data, tmp_path / "model", FineTuneOptions(progress=False, val_split=0.25, views=3,
@@ -389,7 +389,7 @@ def test_transformers_base_gets_a_new_head_and_loads_unchanged(tmp_path: Path) -
             _tiny_clip(tmp_path / "data" / cls / f"{i}.mp4", frames=20, seed=i)
     args = parse([str(tmp_path / "data"), "--base", str(base), "--out", str(tmp_path / "out"),
                   "--epochs", "2", "--freeze-backbone", "--no-progress", "--val-split", "0.34"])
-    from realtime.finetune_cli import cmd_finetune
+    from realtime.cli.finetune import cmd_finetune
     assert cmd_finetune(args) == 0
     out = tmp_path / "out"
     assert (out / "config.json").is_file() and (out / "preprocessor_config.json").is_file()
@@ -435,7 +435,7 @@ def motion_model(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     root = tmp_path_factory.mktemp("motion")
     data = make_dataset(root / "data", DEFAULT_CLASSES, clips_per_class=20, seed=0)
     out = root / "model"
-    from realtime.finetune_cli import cmd_finetune
+    from realtime.cli.finetune import cmd_finetune
     args = parse([str(data), "--out", str(out), "--val-split", "0.25", "--no-progress"])
     started = time.monotonic()
     assert cmd_finetune(args) == 0
@@ -470,7 +470,7 @@ def test_finetuned_i3d_learns_motion_only_classes(motion_model: dict[str, Any]) 
 @pytest.mark.timeout(1800)
 @acceptance
 def test_classify_labels_a_held_out_clip(motion_model: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
-    from realtime.cli import main
+    from realtime.cli.main import main
     out = motion_model["out"]
     clf = create_classifier(str(out))
     assert isinstance(clf, FineTunedI3DClassifier) and isinstance(clf, ClipClassifier)
@@ -488,7 +488,7 @@ def test_classify_labels_a_held_out_clip(motion_model: dict[str, Any], capsys: p
 @acceptance
 def test_eval_scores_clips_it_has_never_seen(motion_model: dict[str, Any]) -> None:
     """Validation accuracy picked the checkpoint; fresh clips (another seed) say whether it generalises."""
-    from realtime.cli import main
+    from realtime.cli.main import main
     fresh = make_dataset(motion_model["root"] / "fresh", DEFAULT_CLASSES, clips_per_class=4, seed=99)
     report_dir = motion_model["root"] / "fresh_report"
     assert main(["eval", str(fresh), "--model", str(motion_model["out"]), "--report", str(report_dir),
@@ -502,7 +502,7 @@ def test_eval_scores_clips_it_has_never_seen(motion_model: dict[str, Any]) -> No
 @pytest.mark.timeout(1800)
 @acceptance
 def test_pipeline_follows_a_stream_of_motions(motion_model: dict[str, Any]) -> None:
-    from realtime.pipeline import Pipeline
+    from realtime.stream.pipeline import Pipeline
     order = ["moving_right", "rotating_clockwise", "moving_left"]
     stream = motion_model["root"] / "stream.mp4"
     segments = make_stream(stream, order, seed=777)

@@ -1,4 +1,4 @@
-"""Device-side per-frame preprocessing (realtime.gpu) against the CPU path, run on CPU tensors.
+"""Device-side per-frame preprocessing (realtime.accel.gpu) against the CPU path, run on CPU tensors.
 
 The device path re-implements the CPU kernels in integer arithmetic, so the bound is
 exact equality:
@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 import torch
 
-from realtime.gpu import (
+from realtime.accel.gpu import (
     SUPPORTED_INTERPOLATIONS,
     DeviceFrameRing,
     FramePreprocessor,
@@ -36,8 +36,8 @@ from realtime.gpu import (
     supports,
 )
 from realtime.models.i3d import INPUT_SPEC as I3D_SPEC
-from realtime.preprocess import normalize, prepare_frame
-from realtime.types import InputSpec
+from realtime.core.preprocess import normalize, prepare_frame
+from realtime.core.types import InputSpec
 
 CLIPS_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "clips"
 CLIP_NAMES = ("abseiling.mp4", "arm_wrestling.mp4", "flipping_pancake.mkv", "shooting_basketball.avi")
@@ -342,7 +342,7 @@ def test_cuda_rings_capture_in_many_threads_at_once() -> None:  # pragma: no cov
         except Exception as exc:       # reported below
             errors.append(exc)
 
-    from realtime.gpu import device_synchronize
+    from realtime.accel.gpu import device_synchronize
     stop = threading.Event()
 
     def synchronize_meanwhile():      # as the model's warm-up and a growing ring do

@@ -24,7 +24,7 @@ import torch
 from transformers import AutoImageProcessor, VideoMAEImageProcessor
 from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
-from realtime.errors import ModelError
+from realtime.core.errors import ModelError
 from realtime.models.base import ClipClassifier
 from realtime.models.hf import (
     HFVideoClassifier,
@@ -32,8 +32,8 @@ from realtime.models.hf import (
     resample_indices,
     window_seconds_for,
 )
-from realtime.preprocess import hf_resized_size, normalize, prepare_frame, resized_size
-from realtime.types import InputSpec
+from realtime.core.preprocess import hf_resized_size, normalize, prepare_frame, resized_size
+from realtime.core.types import InputSpec
 
 try:
     from tests.support.tiny_models import make_tiny_timesformer, make_tiny_videomae

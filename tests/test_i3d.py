@@ -23,7 +23,7 @@ import pytest
 import torch
 
 from conftest import i3d_weights_or_skip
-from realtime.errors import ModelError
+from realtime.core.errors import ModelError
 from realtime.models import i3d_weights
 from realtime.models.base import ClipClassifier
 from realtime.models.i3d import (
@@ -36,7 +36,7 @@ from realtime.models.i3d import (
     load_flax,
     same_padding,
 )
-from realtime.preprocess import normalize, prepare_frame
+from realtime.core.preprocess import normalize, prepare_frame
 
 CLIPS_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "clips"
 REFERENCE = CLIPS_DIR / "reference_i3d.json"

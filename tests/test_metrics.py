@@ -1,11 +1,11 @@
-"""realtime.metrics against scikit-learn, on seeded random tables and edge cases."""
+"""realtime.core.metrics against scikit-learn, on seeded random tables and edge cases."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from realtime.metrics import (accuracy, classification_metrics, confusion_matrix, macro_average,
+from realtime.core.metrics import (accuracy, classification_metrics, confusion_matrix, macro_average,
                               precision_recall_f1_support, top_k_accuracy)
 
 sklearn_metrics = pytest.importorskip("sklearn.metrics", reason="scikit-learn (test extra) not installed")
@@ -14,7 +14,7 @@ CLASSES = ["a", "b", "c", "d", "e"]
 
 
 def check_against_sklearn(y_true: list[str], y_pred: list[str], labels: list[str]) -> None:
-    """Every metric of realtime.metrics equals scikit-learn's on (y_true, y_pred, labels)."""
+    """Every metric of realtime.core.metrics equals scikit-learn's on (y_true, y_pred, labels)."""
     assert accuracy(y_true, y_pred) == pytest.approx(sklearn_metrics.accuracy_score(y_true, y_pred))
     p, r, f, s = precision_recall_f1_support(y_true, y_pred, labels)
     sp, sr, sf, ss = sklearn_metrics.precision_recall_fscore_support(

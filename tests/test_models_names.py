@@ -20,7 +20,7 @@ from typing import Callable, Iterator
 
 import pytest
 
-from realtime.errors import ConfigError, ModelError
+from realtime.core.errors import ConfigError, ModelError
 from realtime.models import I3D_NAME, create_classifier, near_builtin
 from realtime.models.hf import HUB_PROBE_TIMEOUT_S, HFVideoClassifier
 

@@ -16,11 +16,11 @@ import cv2
 import numpy as np
 import pytest
 
-from realtime.errors import SinkError
-from realtime.overlay import (BAR_HIGH, BAR_LOW, BAR_MID, BAR_TOPK, BAR_UNCERTAIN, TEXT,
+from realtime.core.errors import SinkError
+from realtime.sinks.overlay.draw import (BAR_HIGH, BAR_LOW, BAR_MID, BAR_TOPK, BAR_UNCERTAIN, TEXT,
                               OverlayState, draw_overlay, headline_rect, panel_rect, update_state)
 from realtime.sinks import build_sink, parse_sink_spec
-from realtime.sinks.overlay import OverlaySink, display_status, estimate_fps
+from realtime.sinks.overlay.sink import OverlaySink, display_status, estimate_fps
 from realtime.config import build_config
 
 from conftest import make_meta
@@ -272,7 +272,7 @@ def test_registry_builds_the_overlay_sink(tmp_path):
 
 def test_pipeline_writes_an_annotated_video(make_video, tmp_path):
     from realtime.config import load_config
-    from realtime.pipeline import Pipeline
+    from realtime.stream.pipeline import Pipeline
     from conftest import ScriptedClassifier
 
     clip = make_video(frames=30, fps=30.0)
@@ -303,7 +303,7 @@ def no_display(monkeypatch):
 
 def test_auto_show_without_display_disables_the_overlay(no_display, caplog):
     sink = OverlaySink(None, show=None)
-    with caplog.at_level("WARNING", logger="realtime.sinks.overlay"):
+    with caplog.at_level("WARNING", logger="realtime.sinks.overlay.sink"):
         sink.open()
     assert "no display and no output file: overlay disabled" in caplog.text
     assert sink.wants_frames is False and not sink.showing
@@ -315,7 +315,7 @@ def test_auto_show_without_display_disables_the_overlay(no_display, caplog):
 
 def test_show_true_without_display_warns_and_still_writes(no_display, caplog, tmp_path):
     sink = OverlaySink(str(tmp_path / "o.mp4"), show=True, fps=30)
-    with caplog.at_level("WARNING", logger="realtime.sinks.overlay"):
+    with caplog.at_level("WARNING", logger="realtime.sinks.overlay.sink"):
         sink.open()
     assert "show=True but neither DISPLAY nor WAYLAND_DISPLAY is set" in caplog.text
     sink.frame("cam", frame(), make_meta(0, 0.0))
@@ -341,7 +341,7 @@ def test_display_detection_needs_a_server_that_answers(monkeypatch, env, reason)
 
 
 def display_status_framework() -> str:
-    from realtime.sinks.overlay import gui_framework
+    from realtime.sinks.overlay.sink import gui_framework
     return gui_framework()
 
 
@@ -388,8 +388,8 @@ WINDOW_SCRIPT = textwrap.dedent("""
     import sys, time
     from pathlib import Path
     import cv2, numpy as np
-    from realtime.sinks.overlay import OverlaySink
-    from realtime.types import FrameMeta
+    from realtime.sinks.overlay.sink import OverlaySink
+    from realtime.core.types import FrameMeta
 
     ready, done = Path(sys.argv[1]), Path(sys.argv[2])
     sink = OverlaySink(None, show=True, title="rt")

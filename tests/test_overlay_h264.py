@@ -20,14 +20,14 @@ import cv2
 import numpy as np
 import pytest
 
-from realtime.errors import SinkError
-from realtime.overlay import OverlayState, draw_overlay, headline_rect, panel_rect, update_state
-from realtime.sinks import overlay as overlay_module
-from realtime.sinks.overlay import OverlaySink
+from realtime.core.errors import SinkError
+from realtime.sinks.overlay.draw import OverlayState, draw_overlay, headline_rect, panel_rect, update_state
+from realtime.sinks.overlay import sink as overlay_module
+from realtime.sinks.overlay.sink import OverlaySink
 
 from conftest import make_meta
 
-LOGGER = "realtime.sinks.overlay"
+LOGGER = "realtime.sinks.overlay.sink"
 
 
 SOURCE_BGR = (40, 90, 160)

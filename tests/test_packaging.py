@@ -1,7 +1,7 @@
 """Packaging: a built wheel carries the YAML presets and ``py.typed``, and an installed copy finds them.
 
 The presets live in the repository's top-level ``configs/``; the build maps that folder onto
-``realtime/_presets`` in the wheel (see pyproject.toml and setup.py), and ``realtime.presets`` is
+``realtime/_presets`` in the wheel (see pyproject.toml and setup.py), and ``realtime.config.presets`` is
 the one place that looks them up. These tests build the package the way ``python -m build`` does
 (an sdist, then a wheel from the unpacked sdist, without build isolation so no download is needed),
 install the wheel into a temporary folder and run it from there with the source tree out of reach.
@@ -51,7 +51,7 @@ def _clean_sys_path() -> list[str]:
 
 # --------------------------------------------------------------------------- in the source tree
 def test_source_tree_presets_are_the_configs_folder():
-    from realtime import presets
+    from realtime.config import presets
 
     assert REPO_PRESETS, "configs/ holds no *.yaml presets"
     assert presets.preset_names() == REPO_PRESETS
@@ -62,7 +62,7 @@ def test_source_tree_presets_are_the_configs_folder():
 @pytest.mark.parametrize("name", ["nosuch", "", "fitness.yaml", "../configs/fitness", "configs/fitness",
                                   ".", "..", "/etc/passwd"])
 def test_find_preset_takes_bare_names_only(name):
-    from realtime import presets
+    from realtime.config import presets
 
     assert presets.find_preset(name) is None
 
@@ -116,7 +116,7 @@ def test_wheel_ships_presets_and_installed_copy_finds_them(tmp_path):
     work = tmp_path / "elsewhere"
     work.mkdir()
     check = (
-        "import sys, realtime, realtime.presets as p\n"
+        "import sys, realtime, realtime.config.presets as p\n"
         "from pathlib import Path\n"
         "site = Path(sys.argv[1]).resolve()\n"
         "assert Path(realtime.__file__).resolve().is_relative_to(site), realtime.__file__\n"

@@ -8,7 +8,7 @@ import torch
 
 from realtime.config import load_config
 from realtime.models.hf import HFVideoClassifier
-from realtime.pipeline import Pipeline
+from realtime.stream.pipeline import Pipeline
 
 from conftest import write_video
 from support.tiny_models import make_tiny_videomae

@@ -3,8 +3,8 @@ import threading
 import numpy as np
 import pytest
 
-from realtime.ring import DROP_OLDEST, WAIT, FrameRing
-from realtime.sampling import WindowSpec, select_window
+from realtime.stream.ring import DROP_OLDEST, WAIT, FrameRing
+from realtime.core.sampling import WindowSpec, select_window
 
 from conftest import make_meta
 

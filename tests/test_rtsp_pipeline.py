@@ -8,7 +8,7 @@ import time
 import pytest
 
 from realtime.config import load_config
-from realtime.pipeline import Pipeline
+from realtime.stream.pipeline import Pipeline
 
 from conftest import ScriptedClassifier
 from support.rtsp import RtspServer, rtsp_available

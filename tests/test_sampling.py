@@ -4,7 +4,7 @@ import numpy as np
 
 import pytest
 
-from realtime.sampling import WindowSpec, first_due, select_window
+from realtime.core.sampling import WindowSpec, first_due, select_window
 
 from conftest import make_meta
 
@@ -88,7 +88,7 @@ def test_spec_validation():
 
 
 def test_sample_grid_keeps_one_frame_per_interval_from_a_30fps_camera():
-    from realtime.sampling import SampleGrid
+    from realtime.core.sampling import SampleGrid
     grid = SampleGrid(16 * 4 / 30 / 16)                  # VideoMAE-Kinetics: every 4th frame at 30 fps
     ts = [i / 30 for i in range(120)]
     kept = [i for i, t in enumerate(ts) if grid.keep(t)]
@@ -96,7 +96,7 @@ def test_sample_grid_keeps_one_frame_per_interval_from_a_30fps_camera():
 
 
 def test_sample_grid_tolerates_jitter_and_continues_after_a_pause():
-    from realtime.sampling import SampleGrid
+    from realtime.core.sampling import SampleGrid
     rng = np.random.default_rng(0)
     grid = SampleGrid(0.1)
     ts = np.sort(np.arange(0, 3, 1 / 30) + rng.uniform(-0.004, 0.004, 90))
@@ -111,7 +111,7 @@ def test_sample_grid_tolerates_jitter_and_continues_after_a_pause():
 
 
 def test_sample_grid_keeps_every_frame_when_the_interval_is_one_frame():
-    from realtime.sampling import SampleGrid
+    from realtime.core.sampling import SampleGrid
     grid = SampleGrid(1 / 25)                             # I3D: consecutive frames
     assert all(grid.keep(i / 25) for i in range(50))
     with pytest.raises(ValueError):

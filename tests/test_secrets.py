@@ -15,7 +15,7 @@ import pytest
 import zmq
 
 from conftest import realtime
-from realtime.redact import (credentials, expand_env, for_opener, host_of, redact_text, redact_url,
+from realtime.core.redact import (credentials, expand_env, for_opener, host_of, redact_text, redact_url,
                              remember)
 from support.rtsp import RtspServer, free_port, rtsp_available
 

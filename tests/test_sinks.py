@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from realtime.config import load_config
-from realtime.errors import ConfigError, SinkError
+from realtime.core.errors import ConfigError, SinkError
 from realtime.sinks import DropOldestQueue, SinkRunner, build_sink, parse_sink_spec
 from realtime.sinks.console import ConsoleSink
 from realtime.sinks.jsonl import JsonlSink

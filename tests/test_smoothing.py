@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from realtime.errors import ConfigError
-from realtime.smoothing import LabelSmoother, SmoothingParams, top_indices
+from realtime.core.errors import ConfigError
+from realtime.core.smoothing import LabelSmoother, SmoothingParams, top_indices
 
 LABELS = ["walk", "run", "jump", "sit"]
 

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from realtime.errors import SourceError
-from realtime.redact import redact_text, redact_url
+from realtime.core.errors import SourceError
+from realtime.core.redact import redact_text, redact_url
 from realtime.sources import classify_source, open_source
 
 

@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 
 from conftest import TINY_LABELS as LABELS, make_meta, realtime, write_video
-from realtime.inference import EVERY, StreamSlot
-from realtime.ring import WAIT, FrameRing
-from realtime.sampling import WindowSpec
+from realtime.stream.inference import EVERY, StreamSlot
+from realtime.stream.ring import WAIT, FrameRing
+from realtime.core.sampling import WindowSpec
 
 HANG = 90    # seconds; each run here takes a few seconds, a hang never ends
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from realtime.config import build_config
-from realtime.errors import SinkError
+from realtime.core.errors import SinkError
 from realtime.sinks import SinkRunner, build_sink
 from realtime.sinks import speech as speech_mod
 from realtime.sinks.speech import SpeechSink, check_template, slugify

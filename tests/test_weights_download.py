@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from realtime.errors import ModelError
+from realtime.core.errors import ModelError
 from realtime.models import i3d_weights
 
 

@@ -24,13 +24,13 @@ import zmq
 import zmq.auth
 
 from realtime.config import load_config
-from realtime.errors import ConfigError, SinkError
-from realtime.events import EventFactory
-from realtime.feed import CurveClient, Subscriber, load_schema, subscribe
-from realtime.listen import add_parser, cmd_listen, format_line
+from realtime.core.errors import ConfigError, SinkError
+from realtime.core.events import EventFactory
+from realtime.feed.subscriber import CurveClient, Subscriber, load_schema, subscribe
+from realtime.cli.listen import add_parser, cmd_listen, format_line
 from realtime.sinks import SinkRunner, build_sink, parse_sink_spec
 from realtime.sinks.zmq import ZmqSink, is_local_endpoint
-from realtime.types import LabelScore, Prediction, StreamStatus
+from realtime.core.types import LabelScore, Prediction, StreamStatus
 
 ANY_PORT = "tcp://127.0.0.1:*"
 DEADLINE = 10.0
@@ -529,12 +529,13 @@ def test_default_endpoints_agree_and_listen_parser_does_not_load_pyzmq() -> None
     import subprocess
     import sys
 
-    from realtime import feed, listen
+    from realtime.cli import listen
+    from realtime.feed import subscriber as feed
     from realtime.config import ZmqSinkConfig
     from realtime.sinks import zmq as zmq_sink
 
     assert ZmqSinkConfig().endpoint == zmq_sink.DEFAULT_ENDPOINT == feed.DEFAULT_ENDPOINT == listen.DEFAULT_ENDPOINT
-    code = ("import sys, argparse; from realtime.listen import add_parser; "
+    code = ("import sys, argparse; from realtime.cli.listen import add_parser; "
             "add_parser(argparse.ArgumentParser().add_subparsers()); print('zmq' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                          cwd=Path(__file__).resolve().parents[1])
@@ -566,7 +567,7 @@ def test_listen_exits_0_on_ctrl_c() -> None:
 
     factory = EventFactory()
     with Publisher(lambda: [factory.make("change", "camera0", change_fields())]) as pub:
-        code = ("import sys, argparse; from realtime.listen import add_parser, cmd_listen; "
+        code = ("import sys, argparse; from realtime.cli.listen import add_parser, cmd_listen; "
                 "p = argparse.ArgumentParser(); add_parser(p.add_subparsers()); "
                 "sys.exit(cmd_listen(p.parse_args(sys.argv[1:])))")
         proc = subprocess.Popen([sys.executable, "-c", code, "listen", "-e", pub.sink.bound_endpoint or ""],

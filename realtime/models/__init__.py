@@ -12,8 +12,8 @@ import re
 from pathlib import Path
 from typing import Optional
 
-from ..errors import ConfigError
-from .base import ClipClassifier
+from realtime.core.errors import ConfigError
+from realtime.models.base import ClipClassifier
 
 I3D_NAME = "i3d-kinetics400"
 BUILTIN_MODELS = {I3D_NAME: "Kinetics-400 I3D (Inception-v1, RGB), DeepMind weights; offline"}
@@ -43,22 +43,22 @@ def create_classifier(name: str, *, device: str = "auto", dtype: str = "auto",
                       cache_dir: Optional[str] = None, sdpa_backend: str = "auto",
                       compile: bool = False) -> ClipClassifier:
     """Build (not load) the classifier named ``name``. ``sdpa_backend``: the attention kernel of
-    ``transformers`` models (see :data:`realtime.types.SDPA_BACKENDS`; I3D has no attention).
+    ``transformers`` models (see :data:`realtime.core.types.SDPA_BACKENDS`; I3D has no attention).
     ``compile``: ``torch.compile`` the network on CUDA (transformers models and the built-in I3D;
     a fine-tuned I3D runs as is)."""
     if name == I3D_NAME:
-        from .i3d import I3DClassifier
+        from realtime.models.i3d import I3DClassifier
         return I3DClassifier(device=device, dtype=dtype, cache_dir=cache_dir, compile=compile)
     path = Path(name).expanduser()
     if (path / "realtime_model.json").is_file():   # `realtime finetune` output
-        from .finetuned import FineTunedI3DClassifier
+        from realtime.models.finetuned import FineTunedI3DClassifier
         return FineTunedI3DClassifier(name, device=device, dtype=dtype, cache_dir=cache_dir)
     # A typo of a built-in name would otherwise go to the hub: say so now, without the network.
     suggestion = None if path.exists() else near_builtin(name)
     if suggestion is not None:
         raise ConfigError(f"unknown model '{name}': did you mean '{suggestion}'? (built in: "
                           f"{', '.join(BUILTIN_MODELS)}; else a model directory or a Hugging Face hub id)")
-    from .hf import HFVideoClassifier, model_source
+    from realtime.models.hf import HFVideoClassifier, model_source
     model_source(name)   # a missing directory or a malformed hub id fails here, not at load()
     return HFVideoClassifier(name, device=device, dtype=dtype, sdpa_backend=sdpa_backend, compile=compile)
 

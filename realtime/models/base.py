@@ -6,7 +6,7 @@ from typing import Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
-from ..types import InputSpec
+from realtime.core.types import InputSpec
 
 
 @runtime_checkable

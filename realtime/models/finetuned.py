@@ -54,10 +54,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ModelError
-from ..preprocess import INTERPOLATIONS, normalize
-from ..types import InputSpec
-from .i3d import (
+from realtime.core.errors import ModelError
+from realtime.core.preprocess import INTERPOLATIONS, normalize
+from realtime.core.types import InputSpec
+from realtime.models.i3d import (
     _DTYPES,
     INPUT_SPEC,
     KINETICS_FPS,
@@ -67,7 +67,7 @@ from .i3d import (
     load_flax,
     validate_clips,
 )
-from .i3d_weights import PathLike, read_weights, weights_path
+from realtime.models.i3d_weights import PathLike, read_weights, weights_path
 
 logger = logging.getLogger(__name__)
 

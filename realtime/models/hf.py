@@ -10,13 +10,13 @@ checkpoint itself:
   read as a dict so no processor class, and no torchvision, is needed). ``size`` may be
   ``{"shortest_edge": N}`` (the usual case), ``{"height": H, "width": W}`` or a bare int;
   ``crop_size`` ``{"height", "width"}`` or an int. ``resample`` BILINEAR/BICUBIC maps to
-  the ``"pil_bilinear"`` / ``"pil_bicubic"`` interpolation of :mod:`realtime.preprocess`,
+  the ``"pil_bilinear"`` / ``"pil_bicubic"`` interpolation of :mod:`realtime.core.preprocess`,
   which reproduces the processor's antialiased resize and its size rounding.
 * ``window_seconds``: the time a window spans at the training frame rate, see
   :func:`window_seconds_for`.
 
 Per window, :meth:`HFVideoClassifier.predict` normalises with
-:func:`realtime.preprocess.normalize` and feeds ``pixel_values`` (B, T, C, H, W).
+:func:`realtime.core.preprocess.normalize` and feeds ``pixel_values`` (B, T, C, H, W).
 """
 
 from __future__ import annotations
@@ -28,9 +28,9 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Optional, Ty
 
 import numpy as np
 
-from ..errors import ConfigError, ModelError
-from ..preprocess import normalize
-from ..types import InputSpec
+from realtime.core.errors import ConfigError, ModelError
+from realtime.core.preprocess import normalize
+from realtime.core.types import InputSpec
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -462,7 +462,7 @@ class HFVideoClassifier:
     ) -> None:
         self.model_id = os.fspath(model_id_or_dir)
         self.cuda_graphs = cuda_graphs            # None: on for CUDA devices
-        self.sdpa_backend = sdpa_backend          # which SDPA kernel (realtime.types.SDPA_BACKENDS)
+        self.sdpa_backend = sdpa_backend          # which SDPA kernel (realtime.core.types.SDPA_BACKENDS)
         self.compile = compile                    # torch.compile the forward (FastModel)
         self.fast: Any = None                     # a FastModel after load()
         self.name = self.model_id
@@ -578,7 +578,7 @@ class HFVideoClassifier:
         dtype = _resolve_dtype(self.requested_dtype, device)
         model, attn = self._load_model(AutoModelForVideoClassification, src, hub_kwargs, dtype)
         model = model.to(device).eval()
-        from .fast import FastModel, compile_on, hf_forward
+        from realtime.accel.fast_model import FastModel, compile_on, hf_forward
         # Also moves plain tensor attributes (VideoMAE's position table) to the device, and on
         # CUDA replays the forward as a CUDA graph per batch size.
         fast = FastModel(model, hf_forward(model), (num_frames, 3, *spec.crop), device=device,

@@ -37,10 +37,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ModelError
-from ..preprocess import normalize
-from ..types import InputSpec
-from .i3d_weights import PathLike, read_weights, weights_path
+from realtime.core.errors import ModelError
+from realtime.core.preprocess import normalize
+from realtime.core.types import InputSpec
+from realtime.models.i3d_weights import PathLike, read_weights, weights_path
 
 logger = logging.getLogger(__name__)
 
@@ -416,7 +416,7 @@ class I3DClassifier:
         # has, so predict() needs no transpose copy.
         self._model = model.to(device=self.device, dtype=_DTYPES[self.dtype],
                                memory_format=torch.channels_last_3d)
-        from .fast import FastModel, compile_on, i3d_forward
+        from realtime.accel.fast_model import FastModel, compile_on, i3d_forward
         self.fast = FastModel(self._model, i3d_forward(self._model),
                               (self.num_frames, 3, *self.input_spec.crop), device=self.device,
                               dtype=None, sdpa=False,

@@ -42,7 +42,7 @@ from typing import Any, BinaryIO, Callable, Mapping, Optional, Union
 import numpy as np
 from tqdm import tqdm
 
-from ..errors import ModelError
+from realtime.core.errors import ModelError
 
 logger = logging.getLogger(__name__)
 

@@ -6,18 +6,18 @@ import logging
 import re
 from typing import Any, Callable, Optional
 
-from ..config import parse_value
-from ..errors import ConfigError
-from .base import DropOldestQueue, Sink, SinkRunner
-from .console import ConsoleSink
-from .jsonl import JsonlSink
+from realtime.config import parse_value
+from realtime.core.errors import ConfigError
+from realtime.sinks.base import DropOldestQueue, Sink, SinkRunner
+from realtime.sinks.console import ConsoleSink
+from realtime.sinks.jsonl import JsonlSink
 
 # name -> (factory from a sink config model, key that the ``name:ARG`` form fills)
 _REGISTRY: dict[str, tuple[Callable[[Any], Sink], str | None]] = {
     "console": (lambda c: ConsoleSink(every=c.every), None),
     "jsonl": (lambda c: JsonlSink(c.path), "path"),
     "zmq": (lambda c: _lazy("zmq", "ZmqSink").from_config(c), "endpoint"),
-    "overlay": (lambda c: _lazy("overlay", "OverlaySink").from_config(c), "path"),
+    "overlay": (lambda c: _lazy("overlay.sink", "OverlaySink").from_config(c), "path"),
     "speech": (lambda c: _lazy("speech", "SpeechSink").from_config(c), None),
 }
 

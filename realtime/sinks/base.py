@@ -12,7 +12,7 @@ import logging
 import threading
 from typing import Any, Optional, Protocol
 
-from ..threads import start_thread
+from realtime.threads import start_thread
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any, Optional, TextIO
 
-from ..errors import SinkError
+from realtime.core.errors import SinkError
 
 log = logging.getLogger(__name__)
 

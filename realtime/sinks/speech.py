@@ -37,8 +37,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, TextIO
 
-from ..errors import SinkError
-from ..threads import start_thread
+from realtime.core.errors import SinkError
+from realtime.threads import start_thread
 
 log = logging.getLogger(__name__)
 

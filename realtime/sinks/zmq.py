@@ -5,7 +5,7 @@ Each message has two frames: the topic ``f"{type}.{stream}"`` (UTF-8, e.g.
 ``heartbeat.camera0``) and the event as UTF-8 JSON with ``publish_time`` (unix
 epoch at send) added. Subscribers filter by topic prefix: ``change.`` gets
 every stream's label changes, ``prediction.camera0`` one stream's predictions,
-``""`` everything. :mod:`realtime.feed` is the matching client.
+``""`` everything. :mod:`realtime.feed.subscriber` is the matching client.
 
 Never blocks the pipeline: messages are sent with ``NOBLOCK``; a PUB socket
 whose per-subscriber queue (``sndhwm`` messages) is full drops further
@@ -38,13 +38,13 @@ from typing import TYPE_CHECKING, Any, Optional
 import zmq
 import zmq.auth
 
-from ..config import DEFAULT_ENDPOINT, PLAINTEXT_REMOTE_HINT, is_local_endpoint
-from ..errors import SinkError
+from realtime.config import DEFAULT_ENDPOINT, PLAINTEXT_REMOTE_HINT, is_local_endpoint
+from realtime.core.errors import SinkError
 
 if TYPE_CHECKING:
     from zmq.auth.thread import ThreadAuthenticator
 
-    from ..config import ZmqSinkConfig
+    from realtime.config import ZmqSinkConfig
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # tests/, for con
 
 from conftest import FakeCamera, ScriptedClassifier  # noqa: E402
 from realtime.config import load_config  # noqa: E402
-from realtime.pipeline import Pipeline  # noqa: E402
+from realtime.stream.pipeline import Pipeline  # noqa: E402
 
 
 def rss_mb() -> float:

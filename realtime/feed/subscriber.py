@@ -1,0 +1,239 @@
+"""Read the ZeroMQ feed of a running ``realtime run --sink zmq`` from your own program.
+
+Every message is ``(topic, event)``: the topic is ``"{type}.{stream}"``
+(``prediction.camera0``, ``change.camera0``, ``status.camera0``,
+``heartbeat.camera0``) and the event a dict as described by
+``realtime/feed/events.schema.json`` (:func:`load_schema`). Topics are
+matched by prefix: ``"change."`` selects every stream's label changes,
+``"prediction.camera0"`` one stream's predictions, ``""`` everything.
+
+Example::
+
+    from realtime.feed.subscriber import subscribe
+
+    for topic, event in subscribe("tcp://127.0.0.1:5556", topics=("change.", "status.")):
+        if event["type"] == "change":
+            print(f"{event['stream']}: {event['previous']} -> {event['label']} ({event['score']:.2f})")
+        else:
+            print(f"{event['stream']}: {event['state']} {event['detail']}")
+
+Or, with control over waiting::
+
+    from realtime.feed.subscriber import Subscriber
+
+    with Subscriber("tcp://127.0.0.1:5556", topics=("prediction.camera0",)) as sub:
+        while True:
+            item = sub.recv(timeout=5.0)          # None after 5 s without a message
+            if item is None:
+                print("no predictions for 5 s")
+                continue
+            topic, event = item
+            print(event["label"], event["score"])
+
+With CurveZMQ (see the README), pass the client's key pair and the server's
+public certificate: ``subscribe(..., curve=CurveClient("client.key_secret",
+"server.key"))`` (a plain ``(client_secret_file, server_public_file)`` tuple
+works too).
+
+Like any ZeroMQ subscription this is fire-and-forget: messages published
+before the subscription reached the publisher are not received, and a
+subscriber that reads too slowly loses messages once ``sndhwm`` of them are
+queued for it. ``seq`` is consecutive per stream across all event types, so
+a subscriber to all of a stream's topics can detect losses as gaps;
+:attr:`Subscriber.missed` counts them when subscribed to everything.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, Iterable, Iterator, Optional, Union
+
+import zmq
+import zmq.auth
+
+from realtime.config import DEFAULT_ENDPOINT
+from realtime.core.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+@dataclass(frozen=True)
+class CurveClient:
+    """CurveZMQ client keys: this client's key pair and the server's public certificate.
+
+    ``client_secret_file`` is a ``.key_secret`` file from
+    ``zmq.auth.create_certificates`` (its ``.key`` twin must be in the
+    server's ``clients_dir``); ``server_public_file`` is the server's ``.key``.
+    """
+
+    client_secret_file: PathLike
+    server_public_file: PathLike
+
+
+CurveSpec = Union[CurveClient, tuple[PathLike, PathLike]]
+
+
+MAX_EVENT_BYTES = 1 << 20
+
+
+@functools.lru_cache(maxsize=1)
+def _schema_text() -> str:
+    return (resources.files("realtime.feed") / "events.schema.json").read_text(encoding="utf-8")
+
+
+def load_schema() -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) that every event satisfies (a fresh copy each call)."""
+    schema: dict[str, Any] = json.loads(_schema_text())
+    return schema
+
+
+def _client_keys(curve: CurveSpec) -> tuple[bytes, bytes, bytes]:
+    """(client public, client secret, server public) read from the certificate files."""
+    spec = curve if isinstance(curve, CurveClient) else CurveClient(*curve)
+    try:
+        public, secret = zmq.auth.load_certificate(spec.client_secret_file)
+    except (OSError, ValueError):
+        raise ConfigError(f"cannot read the CurveZMQ client key pair {os.fspath(spec.client_secret_file)}"
+                          ) from None
+    if secret is None:
+        raise ConfigError(f"{os.fspath(spec.client_secret_file)} holds no secret key; use the client's "
+                          f"'.key_secret' file")
+    try:
+        server_public, _ = zmq.auth.load_certificate(spec.server_public_file)
+    except (OSError, ValueError):
+        raise ConfigError(f"cannot read the CurveZMQ server certificate {os.fspath(spec.server_public_file)}"
+                          ) from None
+    return public, secret, server_public
+
+
+class Subscriber:
+    """A SUB socket connected to a realtime ZeroMQ feed (use it from one thread).
+
+    ``topics`` are prefixes to subscribe to (``("",)`` = everything).
+    ``timeout`` (seconds, None = forever) ends iteration after that long
+    without a message; :meth:`recv` takes its own timeout. Connecting does
+    not wait for the publisher: ZeroMQ connects (and reconnects) in the
+    background, so a subscriber may start before the publisher.
+    """
+
+    def __init__(self, endpoint: str = DEFAULT_ENDPOINT, topics: Iterable[str] = ("",),
+                 timeout: Optional[float] = None, curve: Optional[CurveSpec] = None,
+                 rcvhwm: int = 10_000) -> None:
+        self.endpoint = endpoint
+        self.topics = tuple(topics)
+        self.timeout = timeout
+        #: events lost between the publisher and this subscriber, from gaps in ``seq``;
+        #: counted only when subscribed to everything (``""``), as filtering makes gaps too
+        self.missed = 0
+        self._track_gaps = "" in self.topics
+        self._last_seq: dict[str, int] = {}
+        keys = _client_keys(curve) if curve is not None else None
+        self._ctx = zmq.Context()
+        self._sock: Optional[zmq.Socket] = self._ctx.socket(zmq.SUB)
+        sock = self._sock
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.RCVHWM, rcvhwm)
+        # An event is a few KiB; a publisher sending far more is cut off, not buffered.
+        sock.setsockopt(zmq.MAXMSGSIZE, MAX_EVENT_BYTES)
+        if "[" in endpoint:
+            sock.setsockopt(zmq.IPV6, 1)
+        if keys is not None:
+            sock.curve_publickey, sock.curve_secretkey, sock.curve_serverkey = keys
+        for topic in self.topics:
+            sock.setsockopt(zmq.SUBSCRIBE, topic.encode("utf-8"))
+        try:
+            sock.connect(endpoint)
+        except zmq.ZMQError as exc:
+            self.close()
+            raise ConfigError(f"cannot connect to the ZeroMQ feed {endpoint}: {exc}") from None
+        self._poller = zmq.Poller()
+        self._poller.register(sock, zmq.POLLIN)
+
+    def recv(self, timeout: Optional[float] = None) -> Optional[tuple[str, dict[str, Any]]]:
+        """The next ``(topic, event)``, or None when ``timeout`` seconds pass without one.
+
+        ``timeout=None`` waits forever. Malformed messages are logged and skipped.
+        """
+        if self._sock is None:
+            raise RuntimeError("Subscriber is closed")
+        deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
+        while True:
+            wait_ms = None if deadline is None else max(0, round((deadline - time.monotonic()) * 1000))
+            if not self._poller.poll(wait_ms):
+                return None
+            frames = self._sock.recv_multipart(zmq.NOBLOCK)
+            item = _decode(frames)
+            if item is not None:
+                if self._track_gaps:
+                    self._count_gap(item[1])
+                return item
+            if deadline is not None and time.monotonic() >= deadline:
+                return None
+
+    def _count_gap(self, event: dict[str, Any]) -> None:
+        stream, seq = event.get("stream"), event.get("seq")
+        if not isinstance(stream, str) or not isinstance(seq, int):
+            return
+        last = self._last_seq.get(stream)
+        if last is not None and seq > last + 1:
+            self.missed += seq - last - 1
+        self._last_seq[stream] = seq     # a smaller seq means the publisher restarted
+
+    def __iter__(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Yield messages until ``self.timeout`` seconds pass without one (forever if None)."""
+        while True:
+            item = self.recv(self.timeout)
+            if item is None:
+                return
+            yield item
+
+    def close(self) -> None:
+        """Close the socket and its context. Idempotent."""
+        if self._sock is not None:
+            self._sock.close(linger=0)
+            self._sock = None
+        if not self._ctx.closed:
+            self._ctx.term()
+
+    def __enter__(self) -> Subscriber:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _decode(frames: list[bytes]) -> Optional[tuple[str, dict[str, Any]]]:
+    if len(frames) != 2:
+        log.warning("skipping a message with %d frames (expected topic and JSON)", len(frames))
+        return None
+    try:
+        topic = frames[0].decode("utf-8")
+        event = json.loads(frames[1])
+    except (UnicodeDecodeError, ValueError) as exc:
+        log.warning("skipping a malformed message: %s", exc)
+        return None
+    if not isinstance(event, dict):
+        log.warning("skipping a message on %r that is not a JSON object", topic)
+        return None
+    return topic, event
+
+
+def subscribe(endpoint: str = DEFAULT_ENDPOINT, topics: Iterable[str] = ("",),
+              timeout: Optional[float] = None,
+              curve: Optional[CurveSpec] = None) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Yield ``(topic, event)`` from the feed at ``endpoint``, for topics starting with ``topics``.
+
+    Ends after ``timeout`` seconds without a message (None: never). The socket
+    is closed when the loop ends or the generator is closed/garbage-collected.
+    """
+    with Subscriber(endpoint, topics, timeout=timeout, curve=curve) as sub:
+        yield from sub

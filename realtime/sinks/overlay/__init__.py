@@ -1,0 +1,1 @@
+"""The overlay sink: pure drawing (draw) and the window/video writer (sink)."""

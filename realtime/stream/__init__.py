@@ -1,0 +1,1 @@
+"""The running pipeline: frame ring, capture threads, inference loop, start/stop order."""

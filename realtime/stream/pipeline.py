@@ -1,0 +1,533 @@
+"""Builds the graph from config and owns start/stop order and errors.
+
+source -> capture -> ring -> sampler -> classifier -> fan-out -> sinks
+
+Start order: sinks, model (loaded before capture so no frames pile up while it
+loads), inference, capture. Stop order: capture, inference, sinks (each sink
+drains its queue, so nothing accepted is lost). One stop Event for every thread;
+a worker that fails records its exception and sets it, and ``run`` re-raises the
+first error in the caller's thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+
+from realtime.stream.capture import PACE_FAST, Backoff, CaptureWorker
+from realtime.config import Config, SourceConfig, apply_override, load_config, safe_stream_name
+from realtime.core.errors import RealtimeError
+from realtime.core.events import EventFactory, change_fields, smoothed_fields
+from realtime.core.health import HealthMonitor
+from realtime.stream.inference import EVERY, NEWEST, InferenceWorker, StreamSlot
+from realtime.models import ClipClassifier, create_classifier
+from realtime.core.preprocess import prepare_frame
+from realtime.core.redact import host_of
+from realtime.stream.ring import DROP_OLDEST, WAIT, FrameRing
+from realtime.core.sampling import WindowSpec
+from realtime.core.smoothing import LabelSmoother, SmoothingParams
+from realtime.sinks import Sink, SinkRunner, build_sink, sinks_from_specs
+from realtime.sources import FrameSource, SourceInfo, check_source, classify_source, open_source
+from realtime.core.types import FrameMeta, Prediction, StreamStatus
+
+log = logging.getLogger(__name__)
+
+STOP_TIMEOUT = 2.0      # seconds capture, inference and the sinks each get to stop
+FORWARD_WAIT_UNKNOWN = 30.0   # bound on the wait for a batch in the model before any finished
+FORWARD_WAIT_MAX = 300.0      # bound on that wait, however slow the model has been
+TERMINAL_STATES = ("ended", "error")
+
+
+def warmup_batch_sizes(max_batch: int, compiled: bool) -> list[int]:
+    """The batch sizes to capture CUDA graphs for at start: all up to ``max_batch``, or with
+    ``torch.compile`` (seconds of compiling each) powers of two and ``max_batch``, the others
+    padded up to the next of them."""
+    if not compiled:
+        return list(range(1, max_batch + 1))
+    return sorted({min(1 << i, max_batch) for i in range(max_batch.bit_length() + 1)})
+
+
+def default_stream_name(info: SourceInfo) -> str:
+    """``camera0``, the host (``127-0-0-1``) or the file's stem, made topic-safe: feed topics
+    are ``<type>.<stream>`` and subscribers match them by prefix, so a name has no dots."""
+    if info.kind == "camera":
+        name, fallback = f"camera{info.uri.removeprefix('/dev/video')}", "camera"
+    elif info.kind == "network":
+        name, fallback = host_of(info.uri), "stream"
+    else:
+        name, fallback = Path(info.uri).stem, "file"
+    return safe_stream_name(name) or fallback
+
+
+def make_config(source: Optional[str | int] = None, model: Optional[str] = None, *,
+                config: Optional[str | Path] = None, sinks: Optional[Sequence[str | dict[str, Any]]] = None,
+                settings: Optional[dict[str, Any]] = None) -> Config:
+    """The settings of a run, as ``realtime run`` builds them, for programs.
+
+    Args:
+        source: camera index, stream URL or video file (``source.uri``).
+        model: built-in name, model directory or hub id (``model.name``).
+        config: a YAML file or preset name (``fitness``); defaults otherwise.
+        sinks: the sinks to run, as ``--sink`` specs (``"jsonl:out.jsonl"``) or dicts
+            (``{"type": "zmq", "endpoint": "tcp://127.0.0.1:5556"}``); None keeps the config's.
+        settings: dotted keys to values, as ``--set`` (``{"window.stride_seconds": 0.25}``).
+
+    Returns:
+        A validated :class:`Config`. Raises ConfigError naming the key at fault.
+    """
+    def prepare(data: dict[str, Any]) -> None:
+        if sinks is not None:
+            specs = [s for s in sinks if isinstance(s, str)]
+            data["sinks"] = (sinks_from_specs(specs, data.get("sinks")) if specs else []) + \
+                [dict(s) for s in sinks if isinstance(s, dict)]
+        for key, value in (settings or {}).items():
+            apply_override(data, key.split("."), value)
+        if source is not None:
+            apply_override(data, ["source", "uri"], str(source))
+        if model is not None:
+            apply_override(data, ["model", "name"], model)
+
+    return load_config(config, prepare=prepare)
+
+
+@dataclass
+class StreamRuntime:
+    name: str
+    source: FrameSource
+    ring: FrameRing
+    capture: CaptureWorker
+    slot: StreamSlot
+
+
+class Pipeline:
+    """A running recognizer. Components may be injected (tests, embedding programs)."""
+
+    def __init__(self, config: Config, *, classifier: Optional[ClipClassifier] = None,
+                 source: Optional[FrameSource] = None, sources: Optional[Sequence[FrameSource]] = None,
+                 sinks: Optional[Sequence[Sink]] = None,
+                 on_event: Optional[Callable[[dict[str, Any]], None]] = None,
+                 on_prediction: Optional[Callable[[Prediction, np.ndarray], None]] = None) -> None:
+        self.config = config
+        self.stop_event = threading.Event()
+        self.wake = threading.Event()
+        self.events = EventFactory()
+        self.on_event = on_event
+        self.on_prediction = on_prediction   # gets every prediction with its full probabilities
+        self._classifier = classifier
+        # Injected sources replace those of the config, in order (tests, embedding programs).
+        self._sources = list(sources) if sources is not None else ([source] if source else [])
+        self._sinks = list(sinks) if sinks is not None else None
+        self.classifier: Optional[ClipClassifier] = None
+        self.streams: list[StreamRuntime] = []
+        self.runners: list[SinkRunner] = []
+        self.inference: Optional[InferenceWorker] = None
+        self.started_at: Optional[float] = None
+        self._stopped = False
+        self._force = threading.Event()          # a second Ctrl-C: stop without waiting for the model
+        self._held: dict[str, StreamStatus] = {}  # a stream's last status, published after its last window
+        self._held_lock = threading.Lock()
+        self.abandoned: list[str] = []           # threads still running when stop() gave up on them
+        self.smoothers: dict[str, LabelSmoother] = {}
+        self.health = HealthMonitor(config.events.heartbeat_seconds)
+        self._sink_errors: dict[str, int] = {}
+        self._frame_sinks: list[SinkRunner] = []     # sinks with wants_frames
+        self._ui_sinks: list[SinkRunner] = []        # sinks with a main_thread_step (windows)
+
+    @classmethod
+    def create(cls, source: Optional[str | int] = None, model: Optional[str] = None, *,
+               config: Optional[str | Path] = None, sinks: Optional[Sequence[str | dict[str, Any]]] = None,
+               settings: Optional[dict[str, Any]] = None,
+               on_event: Optional[Callable[[dict[str, Any]], None]] = None,
+               on_prediction: Optional[Callable[[Prediction, np.ndarray], None]] = None) -> "Pipeline":
+        """A pipeline from the same pieces as the command line (see :func:`make_config`).
+
+        ``on_prediction(prediction, probabilities)`` gets every classified window;
+        ``on_event(event)`` every event as the sinks see it (a JSON-ready dict). Both run on
+        the pipeline's threads: keep them short. Start it with ``with`` (stopped on leaving)
+        or :meth:`run`.
+        """
+        return cls(make_config(source, model, config=config, sinks=sinks, settings=settings),
+                   on_event=on_event, on_prediction=on_prediction)
+
+    def __enter__(self) -> "Pipeline":
+        self.start()
+        return self
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        self.stop()
+        if exc_type is None:
+            self.raise_error()
+
+    # ------------------------------------------------------------------ build
+    def _build_classifier(self) -> ClipClassifier:
+        if self._classifier is not None:
+            classifier = self._classifier
+        else:
+            m = self.config.model
+            classifier = create_classifier(m.name, device=m.device, dtype=m.dtype, sdpa_backend=m.sdpa_backend,
+                                           compile=m.compile)
+        log.info("loading model %s", getattr(classifier, "name", "?"))
+        t0 = time.monotonic()
+        classifier.load()
+        fast = getattr(classifier, "fast", None)
+        if fast is not None and str(classifier.device).startswith("cuda"):
+            # Compile / capture CUDA graphs for every batch size now, not on the first windows.
+            sizes = warmup_batch_sizes(self.config.inference.max_batch, fast.compiled)
+            if fast.compiled:
+                fast.serve_batches(sizes)
+            fast.warmup(sizes)
+        spec = self._window_spec(classifier)
+        log.info("model ready in %.1f s on %s: %d labels, %d frames per %.2f s window",
+                 time.monotonic() - t0, classifier.device, len(classifier.labels),
+                 spec.num_frames, spec.window_seconds)
+        return classifier
+
+    def _window_spec(self, classifier: ClipClassifier) -> WindowSpec:
+        m = self.config.model
+        return WindowSpec(m.num_frames or classifier.num_frames,
+                          m.window_seconds or classifier.window_seconds)
+
+    def _smoothing_params(self) -> SmoothingParams:
+        c = self.config.smoothing
+        return SmoothingParams(enabled=c.enabled, method=c.method, alpha=c.alpha, window=c.window,
+                               enter=c.enter, exit=c.exit, min_dwell_seconds=c.min_dwell_seconds,
+                               uncertain_label=c.uncertain_label, allow=tuple(c.allow),
+                               deny=tuple(c.deny), min_allowed_mass=c.min_allowed_mass,
+                               rename=dict(c.rename))
+
+    def _build_streams(self, classifier: ClipClassifier, spec: WindowSpec) -> list[StreamRuntime]:
+        configs = self.config.stream_configs()
+        if self._sources:
+            configs = (configs * len(self._sources))[: len(self._sources)]
+        streams: list[StreamRuntime] = []
+        used: set[str] = set()
+        for i, sc in enumerate(configs):
+            source = self._sources[i] if self._sources else open_source(
+                sc.uri, open_timeout=sc.open_timeout, read_timeout=sc.read_timeout,
+                rtsp_transport=sc.rtsp_transport, decoder_threads=sc.decoder_threads)
+            name = sc.name or default_stream_name(source.info)
+            base, n = name, 2
+            while name in used:           # two cameras on one host: host, host-2, ...
+                name, n = f"{base}-{n}", n + 1
+            used.add(name)
+            streams.append(self._build_stream(classifier, spec, sc, source, name))
+        return streams
+
+    def _device_preprocessing(self, classifier: ClipClassifier) -> bool:
+        """Prepare frames with torch on the model's device (``inference.preprocess``)?"""
+        mode = self.config.inference.preprocess
+        fast = getattr(classifier, "fast", None)
+        if mode == "cpu" or fast is None:
+            return False
+        from realtime.accel.gpu import supports
+        ok = supports(classifier.input_spec) and fast.input_shape[0] == self._window_frames(classifier)
+        if mode == "device" and not ok:
+            log.warning("inference.preprocess=device: %s's preprocessing (%s) or window length is "
+                        "not supported on the device; using the CPU", classifier.name,
+                        classifier.input_spec.interpolation)
+        return ok and (mode == "device" or str(classifier.device).startswith("cuda"))
+
+    def _window_frames(self, classifier: ClipClassifier) -> int:
+        return self.config.model.num_frames or classifier.num_frames
+
+    def _build_stream(self, classifier: ClipClassifier, spec: WindowSpec, sc: SourceConfig,
+                      source: FrameSource, name: str) -> StreamRuntime:
+        fast_file = not source.info.live and sc.pace == PACE_FAST
+        stride = self.config.window.stride_seconds
+        span = spec.window_seconds + stride
+        ring = FrameRing(int(span * 30 * 1.25) + 8, policy=WAIT if fast_file else DROP_OLDEST)
+        slot = StreamSlot(name, ring, spec, stride, schedule=EVERY if fast_file else NEWEST)
+        wake = self.wake
+
+        def wake_if_due() -> None:        # after each frame, in the capture thread
+            if slot.due():
+                wake.set()
+
+        ring.on_push = wake_if_due
+        prepare = prepare_frame
+        if self._device_preprocessing(classifier):
+            from realtime.accel.gpu import DeviceFrameRing
+            fast = classifier.fast                            # type: ignore[attr-defined]
+            device_ring = DeviceFrameRing(ring.capacity + 16, classifier.input_spec, fast.device,
+                                          fast.dtype)
+            ring.on_grow = lambda n: device_ring.ensure_capacity(n + 16)
+            slot.device_ring = device_ring
+            # The capture thread uploads and prepares each frame once, on the device; the
+            # host ring keeps [slot, sequence] handles to it.
+            prepare = lambda bgr, _spec: device_ring.push_handle(bgr)  # noqa: E731
+        smoother = LabelSmoother(classifier.labels, self._smoothing_params(),
+                                 top_k=self.config.inference.top_k)
+        self.smoothers[name] = smoother
+        slot.on_reset.append(smoother.reset)      # a gap or reconnect starts smoothing afresh
+        rc = sc.reconnect
+        capture = CaptureWorker(
+            name, source, ring, classifier.input_spec, prepare, self.stop_event,
+            self._on_status, pace=sc.pace, loop=sc.loop,
+            backoff=Backoff(rc.initial_delay, max(rc.max_delay, rc.initial_delay)),
+            max_attempts=rc.max_attempts, connect_attempts=sc.connect_attempts, gap_seconds=sc.gap_seconds, span_seconds=span,
+            on_frame=self._on_frame if self._frame_sinks else None,
+            sample_interval=spec.interval if self.config.window.sampled_frames_only else None,
+            keep_when=slot.overdue)
+        return StreamRuntime(name, source, ring, capture, slot)
+
+    # ------------------------------------------------------------------ events
+    def _publish(self, event: dict[str, Any]) -> None:
+        for runner in self.runners:
+            runner.offer(event)
+        if self.on_event is not None:
+            self.on_event(event)
+
+    def _on_frame(self, stream: str, image: np.ndarray, meta: FrameMeta) -> None:
+        """Raw frames for sinks that draw on the video; each sink's ``frame()`` must not block."""
+        for runner in self._frame_sinks:
+            try:
+                runner.sink.frame(stream, image, meta)  # type: ignore[attr-defined]
+            except Exception as exc:
+                runner.record_error(exc)
+
+    def _slot_of(self, stream: str) -> Optional[StreamSlot]:
+        for s in self.streams:
+            if s.name == stream:
+                return s.slot
+        return None
+
+    def _on_status(self, status: StreamStatus) -> None:
+        if status.state in TERMINAL_STATES:
+            # Held until the stream's last window is published: nothing of a stream follows its end.
+            with self._held_lock:
+                self._held[status.stream] = status
+        else:
+            slot = self._slot_of(status.stream)
+            if slot is None:
+                self._publish(self.events.status(status))
+            else:
+                with slot.emit_lock:
+                    self._publish(self.events.status(status))
+        self.wake.set()
+
+    def _release_held(self, everything: bool = False) -> None:
+        """Publish the held end statuses of streams that are done (all of them at shutdown).
+
+        Called on the inference thread between batches, where no window is in flight, and by
+        ``stop()`` once inference has ended."""
+        with self._held_lock:
+            if not self._held:
+                return
+            ready = [name for name in self._held
+                     if everything or (slot := self._slot_of(name)) is None or slot.finished()]
+            statuses = [self._held.pop(name) for name in ready]
+        for status in statuses:
+            self._publish(self.events.status(status))
+
+    def _on_prediction(self, pred: Prediction, probs: np.ndarray) -> None:
+        if self.on_prediction is not None:
+            self.on_prediction(pred, probs)
+        t = pred.media_end if pred.media_end is not None else pred.window_end
+        smoothed = self.smoothers[pred.stream].update(probs, t)
+        self.health.record(pred.stream, pred.latency_ms)
+        self._publish(self.events.make("prediction", pred.stream, smoothed_fields(pred, smoothed)))
+        if smoothed.change is not None:
+            self._publish(self.events.make("change", pred.stream,
+                                           change_fields(pred, smoothed, smoothed.change)))
+
+    def _heartbeat(self) -> None:
+        """Rates, latency, drops and sink health, every ``events.heartbeat_seconds``."""
+        now = time.monotonic()
+        sinks = {r.name: r.stats() for r in self.runners}
+        for stream in self.streams:
+            fields = self.health.beat(stream.name, stream.capture.stats.frames, now)
+            ring = stream.ring.stats()
+            fields["dropped"] = {"late": stream.capture.stats.dropped_late,
+                                 "ring_overwritten": ring.overwritten,
+                                 "sink_events": sum(s["dropped"] for s in sinks.values())}
+            fields["sinks"] = sinks
+            self._publish(self.events.make("heartbeat", stream.name, fields))
+        self.health.mark_beat(now)
+        for runner in self.runners:
+            if runner.errors > self._sink_errors.get(runner.name, 0):
+                self._sink_errors[runner.name] = runner.errors
+                for stream in self.streams:
+                    self._on_status(StreamStatus(stream.name, "sink_error", runner.name,
+                                                 runner.last_error or "", wall=time.time(),
+                                                 counters={"errors": runner.errors}))
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        """Check the sources, open sinks, load the model, then start inference and capture."""
+        if not self._sources:
+            for sc in self.config.stream_configs():
+                check_source(classify_source(sc.uri))    # a missing file fails now, not after the model
+        sinks = self._sinks if self._sinks is not None else [build_sink(c) for c in self.config.sinks]
+        try:
+            for sink in sinks:
+                runner = SinkRunner(sink, self.config.sink_queue.size)
+                runner.start()
+                self.runners.append(runner)
+                if getattr(sink, "wants_frames", False):
+                    self._frame_sinks.append(runner)
+                if callable(getattr(sink, "main_thread_step", None)):
+                    self._ui_sinks.append(runner)
+            self.classifier = self._build_classifier()
+            spec = self._window_spec(self.classifier)
+            self.streams = self._build_streams(self.classifier, spec)
+            self.inference = InferenceWorker(
+                [s.slot for s in self.streams], self.classifier, self.stop_event, self.wake,
+                self._on_prediction, top_k=self.config.inference.top_k,
+                max_batch=self.config.inference.max_batch,
+                max_wait=self.config.inference.max_wait_ms / 1000.0, after_step=self._release_held)
+            self.inference.start()
+            for stream in self.streams:
+                stream.capture.start()
+        except BaseException:
+            self.stop()
+            raise
+        self.started_at = time.monotonic()
+        self.health.mark_beat(self.started_at)       # the first heartbeat counts from here
+
+    def finished(self) -> bool:
+        """True once every stream ended and its last window was classified, or on stop."""
+        return self.stop_event.is_set() or (self.inference is not None and not self.inference.alive)
+
+    def wait(self, timeout: Optional[float] = None) -> bool:
+        """Wait until finished (or ``timeout``); True if finished.
+
+        Call it from the main thread: sinks that own a GUI window are pumped here
+        (OpenCV windows must live in the main thread), and one whose user asked
+        to quit (q or Esc) stops the run.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        step = 0.03 if self._ui_sinks else 0.25
+        while not self.finished():
+            remaining = step if deadline is None else min(step, deadline - time.monotonic())
+            if remaining <= 0:
+                return False
+            if self._ui_sinks and threading.current_thread() is threading.main_thread():
+                self._ui_step()
+            if self.health.due():
+                self._heartbeat()
+            self.stop_event.wait(remaining)
+        return True
+
+    def _ui_step(self) -> None:
+        for runner in self._ui_sinks:
+            try:
+                keep_going = runner.sink.main_thread_step()  # type: ignore[attr-defined]
+            except Exception as exc:
+                runner.record_error(exc)
+                continue
+            if keep_going is False:
+                log.info("%s: quit requested", runner.name)
+                self.stop_event.set()
+
+    def force_stop(self) -> None:
+        """Stop now: ``stop()`` no longer waits for a batch still in the model (a second Ctrl-C)."""
+        self._force.set()
+        self.stop_event.set()
+        self.wake.set()
+
+    @property
+    def forced(self) -> bool:
+        """``force_stop()`` was called: the run was cut short."""
+        return self._force.is_set()
+
+    def stop(self) -> None:
+        """Stop every thread in order: capture, inference, sinks.
+
+        Each gets about ``STOP_TIMEOUT``; a batch still in the model is waited for (bounded by
+        :meth:`_forward_wait`, and not at all after :meth:`force_stop`), since a thread inside a
+        forward pass at interpreter exit aborts the process. Threads given up on are named in
+        ``abandoned``. The held end statuses are published, then every sink drains its queue."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self.stop_event.set()
+        self.wake.set()
+        started = time.monotonic()
+        deadline = started + STOP_TIMEOUT
+        for stream in self.streams:
+            if not stream.capture.join(max(0.05, min(0.5, deadline - time.monotonic()))):
+                log.warning("capture %s is stuck in the source; abandoning it", stream.name)
+                self.abandoned.append(f"capture-{stream.name}")
+        if self.inference is not None and not self._join_inference(deadline):
+            self.abandoned.append("inference")
+        self._release_held(everything=True)
+        sink_deadline = time.monotonic() + STOP_TIMEOUT
+        for runner in self.runners:
+            if not runner.close(max(0.2, sink_deadline - time.monotonic())):
+                self.abandoned.append(f"sink-{runner.name}")
+        if self.classifier is not None and "inference" not in self.abandoned:
+            close = getattr(self.classifier, "close", None)
+            if callable(close):
+                close()
+        log.debug("stopped in %.2f s", time.monotonic() - started)
+
+    def _forward_wait(self) -> float:
+        """How long to wait for a batch in the model: well past the slowest one so far."""
+        assert self.inference is not None
+        slowest = self.inference.longest_forward
+        if slowest <= 0:
+            return FORWARD_WAIT_UNKNOWN
+        return min(FORWARD_WAIT_MAX, max(STOP_TIMEOUT, 3.0 * slowest + 1.0))
+
+    def _join_inference(self, deadline: float) -> bool:
+        inference = self.inference
+        assert inference is not None
+        running = inference.in_forward()
+        if running is None and inference.join(max(0.1, deadline - time.monotonic())):
+            return True
+        running = inference.in_forward()
+        if running is not None and not self._force.is_set():
+            bound = self._forward_wait()
+            log.warning("stopping: waiting up to %.0f s for the model to finish the window it has "
+                        "been classifying for %.1f s (Ctrl-C again to quit now)", bound, running)
+            end = time.monotonic() + bound
+            while not self._force.is_set() and time.monotonic() < end:
+                if inference.join(min(0.1, max(0.0, end - time.monotonic()))):
+                    return True
+        if self._force.is_set():
+            log.warning("quitting without waiting for the model")
+        else:
+            log.error("inference did not stop in time")
+        return False
+
+    def error(self) -> Optional[BaseException]:
+        for stream in self.streams:
+            if stream.capture.error is not None:
+                return stream.capture.error
+        if self.inference is not None and self.inference.error is not None:
+            return self.inference.error
+        return None
+
+    def run(self, duration: Optional[float] = None) -> None:
+        """Start, run until the sources end, ``duration`` passes or stop is set; then stop."""
+        self.start()
+        try:
+            self.wait(duration)
+        finally:
+            self.stop()
+        self.raise_error()
+
+    def raise_error(self) -> None:
+        """Raise what failed the run (a source that never connected, the model), if anything."""
+        err = self.error()
+        if err is not None:
+            if isinstance(err, RealtimeError):
+                raise err
+            raise RealtimeError(f"pipeline failed: {type(err).__name__}: {err}") from err
+
+    def lost_events(self) -> dict[str, tuple[int, str]]:
+        """Sinks that failed to write events: name -> (failures, the last error)."""
+        return {r.name: (r.errors, r.last_error or "?") for r in self.runners if r.errors}
+
+    def stats(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"streams": {}, "sinks": {r.name: r.stats() for r in self.runners}}
+        for s in self.streams:
+            out["streams"][s.name] = {"capture": asdict(s.capture.stats),
+                                      "ring": asdict(s.ring.stats()), "windows": s.slot.windows}
+        return out

@@ -1,0 +1,1 @@
+"""Offline jobs: classify a file, evaluate, fine-tune, benchmark."""
