@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from conftest import SHARED_CLIPS, ScriptedClassifier, i3d_weights_or_skip, write_video
-from realtime.tools import evaluate as evaluate_module
+from realtime.tools.evaluate import run as evaluate_module
 from realtime.config import load_config
 from realtime.core.errors import ConfigError, SourceError
 from realtime.cli.eval import add_parser, cmd_eval

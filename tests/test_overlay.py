@@ -20,7 +20,8 @@ from realtime.core.errors import SinkError
 from realtime.sinks.overlay.draw import (BAR_HIGH, BAR_LOW, BAR_MID, BAR_TOPK, BAR_UNCERTAIN, TEXT,
                               OverlayState, draw_overlay, headline_rect, panel_rect, update_state)
 from realtime.sinks import build_sink, parse_sink_spec
-from realtime.sinks.overlay.sink import OverlaySink, display_status, estimate_fps
+from realtime.sinks.overlay.display import display_status
+from realtime.sinks.overlay.sink import OverlaySink, estimate_fps
 from realtime.config import build_config
 
 from conftest import make_meta
@@ -341,7 +342,7 @@ def test_display_detection_needs_a_server_that_answers(monkeypatch, env, reason)
 
 
 def display_status_framework() -> str:
-    from realtime.sinks.overlay.sink import gui_framework
+    from realtime.sinks.overlay.display import gui_framework
     return gui_framework()
 
 

@@ -22,7 +22,7 @@ import pytest
 
 from realtime.core.errors import SinkError
 from realtime.sinks.overlay.draw import OverlayState, draw_overlay, headline_rect, panel_rect, update_state
-from realtime.sinks.overlay import sink as overlay_module
+from realtime.sinks.overlay import video_file as overlay_module
 from realtime.sinks.overlay.sink import OverlaySink
 
 from conftest import make_meta

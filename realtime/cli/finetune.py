@@ -7,7 +7,7 @@ import argparse
 from realtime.cli.common import add_log_level, setup_logging
 from realtime.core.errors import ConfigError
 
-DEFAULT_BASE = "i3d-kinetics400"  # realtime.tools.finetune.I3D_BASE, not imported so the parser stays light
+DEFAULT_BASE = "i3d-kinetics400"  # realtime.tools.finetune.options.I3D_BASE, not imported so the parser stays light
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:

@@ -1,1 +1,2 @@
-"""The overlay sink: pure drawing (draw) and the window/video writer (sink)."""
+"""The overlay sink: pure drawing (draw), display detection (display), video files (video_file)
+and the sink that ties them to the window and the writer thread (sink)."""

@@ -17,8 +17,9 @@ Threads, and what each one does here:
   ``q``, Esc or closing a window asks the pipeline to stop.
 
 ``cv2.imshow`` without a display aborts the whole process (Qt cannot be
-caught), so a window is only ever opened after ``display_status()`` found a
-display it can reach and an OpenCV built with a GUI.
+caught), so a window is only ever opened after ``display_status()``
+(:mod:`realtime.sinks.overlay.display`) found a display it can reach and an
+OpenCV built with a GUI.
 
 The file: ``codec="h264"`` (the default) writes H.264, yuv420p, with PyAV
 (FFmpeg's libx264), which browsers and QuickTime play; OpenCV's own FFmpeg has
@@ -26,6 +27,8 @@ no H.264 encoder. When H.264 cannot be written (PyAV missing, no H.264 encoder,
 a container that cannot hold it) the sink warns once and writes MPEG-4 Part 2
 (``mp4v``) with ``cv2.VideoWriter``. Any other 4-character codec is an OpenCV
 FourCC (``mp4v``, ``MJPG``, ``XVID``, ...) written with ``cv2.VideoWriter``.
+The files themselves are opened and written in :mod:`realtime.sinks.overlay.video_file`;
+the drawing is :mod:`realtime.sinks.overlay.draw`.
 """
 
 from __future__ import annotations
@@ -36,248 +39,39 @@ import functools
 import logging
 import os
 import re
-import socket
 import statistics
-import sys
 import threading
 from dataclasses import dataclass, field
-from fractions import Fraction
 from pathlib import Path
-from typing import Any, Callable, Optional, Protocol
+from typing import Any, Optional
 
 import cv2
 import numpy as np
 
 from realtime.core.errors import SinkError
 from realtime.threads import start_thread
+from realtime.sinks.overlay.display import display_status
 from realtime.sinks.overlay.draw import OverlayState, draw_overlay, update_state
+from realtime.sinks.overlay.video_file import (
+    DEFAULT_FPS,
+    FALLBACK_FOURCC,
+    H264,
+    H264File,
+    OpenCvFile,
+    VideoFile,
+    VideoOpener,
+    h264_encoders,
+    try_open,
+)
 from realtime.core.types import FrameMeta
 from realtime.sinks.base import DropOldestQueue
 
 log = logging.getLogger(__name__)
 
-DEFAULT_FPS = 30.0
 FPS_PROBE_FRAMES = 8            # frames the writer looks at to measure the frame rate
 QUIT_KEYS = (ord("q"), ord("Q"), 27)
 MAX_WINDOW = (1600, 900)        # a new window is scaled down to fit this (width, height)
 CLOSE_TIMEOUT = 30.0            # seconds close() waits for the writer to drain its queue
-
-H264 = "h264"                   # the codec value meaning H.264 through PyAV; others are FourCCs
-FALLBACK_FOURCC = "mp4v"        # what OpenCV writes when H.264 cannot be written
-H264_ENCODERS = ("libx264", "h264")   # libx264 first, then the FFmpeg build's default H.264 encoder
-# Fast enough to keep up with a live stream beside the model on a small CPU; crf 23 is x264's
-# default quality.
-X264_OPTIONS = {"preset": "superfast", "crf": "23"}
-# Frames are converted with OpenCV's BGR->I420 (BT.601 matrix, limited range); camera frames are
-# sRGB-like (BT.709 primaries and transfer). Tagged, so players convert back to the same colours.
-COLOUR_TAGS = {"colorspace": "smpte170m", "color_range": "tv",
-               "color_primaries": "bt709", "color_trc": "bt709"}
-
-
-# --------------------------------------------------------------------------- display detection
-def gui_framework() -> str:
-    """OpenCV's highgui backend ("QT", "GTK3", "WIN32", "COCOA", ...) or "" for a headless build."""
-    current = getattr(cv2, "currentUIFramework", None)
-    if callable(current):
-        try:
-            name = str(current() or "")
-        except cv2.error:
-            name = ""
-        return "" if name.upper() in ("", "NONE") else name
-    match = re.search(r"^\s*GUI:\s*(\S+)", cv2.getBuildInformation(), re.MULTILINE)
-    name = match.group(1) if match else ""
-    return "" if name.upper() == "NONE" else name
-
-
-def x_display_reachable(display: str, timeout: float = 0.5) -> bool:
-    """Whether an X server answers at ``display`` ("[host]:N[.screen]"); a connect, no protocol."""
-    match = re.fullmatch(r"(?P<host>[^:]*):(?P<num>\d+)(?:\.\d+)?", display.strip())
-    if not match:
-        return False
-    host, num = match.group("host"), int(match.group("num"))
-    if host in ("", "unix"):
-        addresses = [f"/tmp/.X11-unix/X{num}"]
-        if sys.platform.startswith("linux"):
-            addresses.append(f"\0/tmp/.X11-unix/X{num}")     # the abstract socket
-        for address in addresses:
-            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-                sock.settimeout(timeout)
-                try:
-                    sock.connect(address)
-                    return True
-                except OSError:
-                    continue
-        return False
-    try:
-        with socket.create_connection((host, 6000 + num), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-def _wayland_reachable(name: str) -> bool:
-    if os.path.isabs(name):
-        return os.path.exists(name)
-    runtime = os.environ.get("XDG_RUNTIME_DIR")
-    return bool(runtime) and os.path.exists(os.path.join(runtime, name))
-
-
-def display_status() -> tuple[bool, str]:
-    """(True, what) when a window can be shown; else (False, why not).
-
-    Linux and other X11 systems need ``DISPLAY`` (an X server that accepts a
-    connection) or ``WAYLAND_DISPLAY`` (with a GUI backend that speaks Wayland:
-    OpenCV's bundled Qt only has the X11 plugin), and OpenCV built with a GUI.
-    """
-    framework = gui_framework()
-    if not framework:
-        return False, "OpenCV was built without a GUI backend (opencv-python-headless?)"
-    if sys.platform in ("win32", "darwin"):
-        return True, f"{framework} on {sys.platform}"
-    x_display = os.environ.get("DISPLAY", "")
-    wayland = os.environ.get("WAYLAND_DISPLAY", "")
-    if not x_display and not wayland:
-        return False, "neither DISPLAY nor WAYLAND_DISPLAY is set"
-    if x_display:
-        if x_display_reachable(x_display):
-            return True, f"{framework} on X display {x_display}"
-        if not wayland:
-            return False, f"no X server answers on DISPLAY={x_display}"
-    if framework.upper().startswith("QT"):
-        return False, (f"WAYLAND_DISPLAY={wayland} but OpenCV's Qt can only use X11 "
-                       f"and no X server answers on DISPLAY={x_display or '(unset)'}")
-    if _wayland_reachable(wayland):
-        return True, f"{framework} on Wayland display {wayland}"
-    return False, f"no Wayland compositor at WAYLAND_DISPLAY={wayland}"
-
-
-# --------------------------------------------------------------------------- video files
-class VideoFile(Protocol):
-    """An open video file that takes BGR frames of one size at a constant frame rate."""
-
-    def write(self, bgr: np.ndarray) -> None: ...
-
-    def close(self) -> None: ...
-
-
-# (path, (width, height), fps) -> an open VideoFile; raises when it cannot be opened
-VideoOpener = Callable[[Path, tuple[int, int], float], VideoFile]
-
-
-def _frame_rate(fps: float) -> Fraction:
-    return Fraction(round(fps * 1000), 1000)
-
-
-class H264File:
-    """H.264, yuv420p, in the container the file name implies, written with PyAV.
-
-    yuv420p needs an even width and height: an odd frame gets its last column
-    and/or row repeated (padded by one pixel; nothing of the frame is lost).
-    """
-
-    def __init__(self, path: Path, size: tuple[int, int], fps: float,
-                 encoder: str = "libx264") -> None:
-        import av
-
-        self._av = av
-        width, height = size
-        self._pad = (width % 2, height % 2)
-        self.size = (width + self._pad[0], height + self._pad[1])
-        self._pts = 0
-        self._container: Any = av.open(str(path), "w")
-        try:
-            self._stream = self._container.add_stream(encoder, rate=_frame_rate(fps))
-            self._stream.width, self._stream.height = self.size
-            self._stream.pix_fmt = "yuv420p"
-            options = dict(COLOUR_TAGS)
-            if self._stream.codec_context.name == "libx264":
-                options.update(X264_OPTIONS)
-            self._stream.options = options
-            self._container.start_encoding()     # opens the encoder, writes the header: fail now
-        except BaseException:
-            try:
-                self._container.close()
-            except Exception:               # the first error is the one worth reporting
-                pass
-            raise
-
-    def write(self, bgr: np.ndarray) -> None:
-        if self._pad != (0, 0):
-            bgr = cv2.copyMakeBorder(bgr, 0, self._pad[1], 0, self._pad[0], cv2.BORDER_REPLICATE)
-        frame = self._av.VideoFrame.from_ndarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2YUV_I420),
-                                                 format="yuv420p")
-        frame.pts = self._pts                    # constant frame rate: pts counts frames
-        self._pts += 1
-        for packet in self._stream.encode(frame):
-            self._container.mux(packet)
-
-    def close(self) -> None:
-        """Flush the frames the encoder still holds, then write the trailer (the index)."""
-        container, self._container = self._container, None
-        if container is None:
-            return
-        try:
-            for packet in self._stream.encode(None):
-                container.mux(packet)
-        finally:
-            container.close()
-
-
-class OpenCvFile:
-    """Any FourCC OpenCV's FFmpeg can write, with ``cv2.VideoWriter``."""
-
-    def __init__(self, path: Path, size: tuple[int, int], fps: float, fourcc: str) -> None:
-        self.size = size
-        self._writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, size)
-        if not self._writer.isOpened():
-            self._writer.release()
-            raise SinkError(f"OpenCV cannot open a writer for codec {fourcc!r} and this file type")
-
-    def write(self, bgr: np.ndarray) -> None:
-        self._writer.write(bgr)
-
-    def close(self) -> None:
-        self._writer.release()
-
-
-def h264_encoders() -> tuple[list[str], str]:
-    """The H.264 encoders PyAV has here, best first; else ([], why not)."""
-    try:
-        import av
-    except ImportError as exc:
-        return [], f"PyAV is not installed ({exc})"
-    found: list[str] = []
-    for name in H264_ENCODERS:
-        try:
-            codec = av.Codec(name, "w")
-        except ValueError:                      # av's UnknownCodecError
-            continue
-        if codec.name not in found:
-            found.append(codec.name)
-    return found, "" if found else "PyAV's FFmpeg has no H.264 encoder"
-
-
-def _try_open(opener: VideoOpener, target: Path) -> Optional[str]:
-    """None when ``opener`` can write a small video at ``target``; else why not.
-
-    The probe file is removed unless ``target`` existed before.
-    """
-    existed = target.exists()
-    try:
-        video = opener(target, (64, 48), DEFAULT_FPS)
-        try:
-            video.write(np.zeros((48, 64, 3), np.uint8))
-        finally:
-            video.close()
-        return None
-    except Exception as exc:       # FFmpeg, OpenCV and OS errors alike: the reason is reported
-        return str(exc) or type(exc).__name__
-    finally:
-        if not existed:
-            try:
-                target.unlink()
-            except FileNotFoundError:
-                pass
 
 
 # --------------------------------------------------------------------------- the sink
@@ -399,7 +193,7 @@ class OverlaySink:
         """Pick the writer: H.264 with PyAV, else OpenCV (warning once); or the FourCC asked for."""
         if self.codec.lower() != H264:
             opener: VideoOpener = functools.partial(OpenCvFile, fourcc=self.codec)
-            why = _try_open(opener, target)
+            why = try_open(opener, target)
             if why is not None:
                 raise SinkError(f"cannot write video to {target}: {why}")
             self._open_video, self.video_codec = opener, self.codec
@@ -408,7 +202,7 @@ class OverlaySink:
         failures = [why] if why else []
         for encoder in encoders:
             opener = functools.partial(H264File, encoder=encoder)
-            why = _try_open(opener, target)
+            why = try_open(opener, target)
             if why is None:
                 self._open_video, self.video_codec = opener, H264
                 log.debug("overlay: writing H.264 with PyAV (%s)", encoder)
@@ -416,7 +210,7 @@ class OverlaySink:
             failures.append(f"{encoder}: {why}")
         reason = "; ".join(failures)
         opener = functools.partial(OpenCvFile, fourcc=FALLBACK_FOURCC)
-        why = _try_open(opener, target)
+        why = try_open(opener, target)
         if why is not None:
             raise SinkError(f"cannot write video to {target}: no H.264 ({reason}), "
                             f"and {why}")
