@@ -77,9 +77,9 @@ class ModelConfig(_Strict):
         "(auto = torch's choice)")
     compile: bool = Field(
         False, description="transformers models and i3d-kinetics400 on CUDA: torch.compile the model "
-        "(VideoMAE-base on an H100: 1,049 instead of 969 windows/s at batch 64); compiling takes about "
-        "17 s per batch size at the first start (batch sizes 1, 2, 4, 8, ... up to inference.max_batch; "
-        "others are padded), cached under ~/.cache/realtime for the next")
+        "(faster at large batches; see docs/performance.md); each batch size (1, 2, 4, 8, ... up to "
+        "inference.max_batch; others are padded) is compiled at the first start and cached under "
+        "~/.cache/realtime for the next")
     num_frames: Optional[int] = Field(None, ge=1, description="override the model's frames per window")
     window_seconds: Optional[float] = Field(None, gt=0, description="override the model's window span")
 
@@ -184,7 +184,7 @@ DEFAULT_ENDPOINT = "tcp://127.0.0.1:5556"
 """Where the ZeroMQ feed binds by default, and where subscribers look for it: this machine only."""
 
 PLAINTEXT_REMOTE_HINT = ("anyone who can connect could read the feed: set the sink's curve keys "
-                         "(README, 'ZeroMQ feed'), or allow_plaintext_remote: true to publish in "
+                         "(docs/events-and-feed.md, CurveZMQ), or allow_plaintext_remote: true to publish in "
                          "plain text anyway")
 
 

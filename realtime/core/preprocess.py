@@ -20,10 +20,9 @@ Interpolation modes (``InputSpec.interpolation``):
     It is computed with torch's antialiased ``interpolate`` on the uint8 frame,
     which is the kernel torchvision's resize uses on uint8 tensors and a port of
     PIL's: it agrees with PIL to within 1 uint8 level for bilinear (2 for
-    bicubic), on about 0.1 % of values for bilinear (up to 0.5 % for bicubic),
-    and takes about 0.65 ms for a 1280x720 frame (PIL itself about 4.5 ms;
-    OpenCV has no antialiased bilinear, and ``INTER_AREA`` is a box filter,
-    3.6 ms here and up to 0.8 normalised units off on detailed 720p frames).
+    bicubic), and is several times faster than PIL (docs/performance.md). OpenCV
+    has no antialiased bilinear, and its ``INTER_AREA`` box filter is slower and
+    visibly off on detailed frames.
 
 The centre crop follows HF too: top-left ``((h - ch) // 2, (w - cw) // 2)``.
 """
@@ -105,8 +104,8 @@ def _antialiased_resize_crop(
             image, size=(nh, nw), mode=_ANTIALIASED[spec.interpolation], antialias=True, align_corners=False
         )
     planes = resized[0].numpy()[:, top:top + ch, left:left + cw]  # planar (3, ch, cw) B, G, R views
-    # Interleave the planes in reverse order: crop + BGR->RGB + CHW->HWC in one pass. (Torch's own
-    # uint8 permute-copies are 10x slower than this.)
+    # Interleave the planes in reverse order: crop + BGR->RGB + CHW->HWC in one pass (cheaper
+    # than torch's own uint8 permute-copy).
     if out is None:
         return cv2.merge([planes[2], planes[1], planes[0]])
     return cv2.merge([planes[2], planes[1], planes[0]], dst=out)

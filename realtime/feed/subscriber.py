@@ -30,7 +30,7 @@ Or, with control over waiting::
             topic, event = item
             print(event["label"], event["score"])
 
-With CurveZMQ (see the README), pass the client's key pair and the server's
+With CurveZMQ (docs/events-and-feed.md), pass the client's key pair and the server's
 public certificate: ``subscribe(..., curve=CurveClient("client.key_secret",
 "server.key"))`` (a plain ``(client_secret_file, server_public_file)`` tuple
 works too).
