@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Callable
 
 from realtime.stream.capture import CaptureWorker
 from realtime.stream.ring import FrameRing
@@ -27,21 +28,36 @@ class PausingCamera(FakeCamera):
         return super().read()
 
 
-def _run(source, prepare, seconds: float):
+def _run(source, prepare, done: Callable[[list[str], FrameRing], bool], timeout: float = 20.0):
+    """Run a capture worker until ``done(states, ring)`` holds (checked on every status and frame)."""
     ring = FrameRing(64)
     stop = threading.Event()
+    changed = threading.Condition()
     states: list[str] = []
-    worker = CaptureWorker("cam", source, ring, SPEC, prepare, stop, lambda s: states.append(s.state),
-                           gap_seconds=1.0)
+
+    def on_status(status) -> None:
+        with changed:
+            states.append(status.state)
+            changed.notify_all()
+
+    def on_push() -> None:
+        with changed:
+            changed.notify_all()
+
+    ring.on_push = on_push
+    worker = CaptureWorker("cam", source, ring, SPEC, prepare, stop, on_status, gap_seconds=1.0)
     worker.start()
-    time.sleep(seconds)
+    with changed:
+        reached = changed.wait_for(lambda: done(states, ring), timeout)
     stop.set()
     assert worker.join(5)
+    assert reached, f"not reached in {timeout} s: states {states}, {ring.stats()}"
     return states, ring.stats().gaps
 
 
 def test_a_camera_that_stops_sending_is_lost_then_recovered() -> None:
-    states, gaps = _run(PausingCamera(at=5, pause=1.5), lambda bgr, spec: bgr, 2.5)
+    states, gaps = _run(PausingCamera(at=5, pause=1.5), lambda bgr, spec: bgr,
+                        lambda states, ring: "recovered" in states)
     assert states[:3] == ["connected", "lost", "recovered"], states
     assert gaps == 1
 
@@ -56,7 +72,7 @@ def test_a_slow_first_frame_on_our_side_resets_the_window_without_calling_the_ca
             time.sleep(1.5)
         return bgr
 
-    states, gaps = _run(FakeCamera(fps=30), prepare, 2.5)
+    states, gaps = _run(FakeCamera(fps=30), prepare, lambda states, ring: len(calls) > 20)
     assert "lost" not in states and states[0] == "connected", states
     assert gaps == 1                      # the 1.5 s hole still never falls inside a window
     assert len(calls) > 20                # and frames flowed on afterwards
@@ -67,11 +83,17 @@ def test_sampled_frames_only_still_hands_every_frame_to_video_sinks() -> None:
     ring = FrameRing(64)
     stop = threading.Event()
     seen = []
+    enough = threading.Event()
+
+    def on_frame(stream, bgr, meta) -> None:
+        seen.append(meta.index)
+        if len(seen) >= 48:
+            enough.set()
+
     worker = CaptureWorker("cam", FakeCamera(fps=30), ring, SPEC, lambda bgr, spec: bgr, stop,
-                           lambda s: None, on_frame=lambda stream, bgr, meta: seen.append(meta.index),
-                           sample_interval=4 / 30)
+                           lambda s: None, on_frame=on_frame, sample_interval=4 / 30)
     worker.start()
-    time.sleep(2.0)
+    assert enough.wait(20)
     stop.set()
     assert worker.join(5)
     stats = worker.stats

@@ -8,7 +8,7 @@ import os
 import signal
 import subprocess
 import sys
-import time
+import threading
 
 import pytest
 
@@ -39,6 +39,17 @@ def test_subscriber_sees_every_activity_in_order(tmp_path):
     listener = subprocess.Popen([sys.executable, "-m", "realtime", "listen", "--json", "--endpoint",
                                  endpoint, "--topic", "change.", "--topic", "status."],
                                 cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    ended = threading.Event()
+
+    def read_feed() -> None:              # until the listener exits; "ended" is the last event
+        for line in listener.stdout:
+            lines.append(line)
+            if '"ended"' in line:
+                ended.set()
+
+    reader = threading.Thread(target=read_feed, daemon=True)
+    reader.start()
     out = tmp_path / "events.jsonl"
     try:
         run = subprocess.run([sys.executable, "-m", "realtime", "run", "--source", str(video),
@@ -46,14 +57,16 @@ def test_subscriber_sees_every_activity_in_order(tmp_path):
                               "--sink", f"jsonl:{out}", "--set", "events.heartbeat_seconds=0"],
                              cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
         assert run.returncode == 0, run.stderr
-        time.sleep(0.5)        # let the last messages cross the socket before we stop listening
+        assert ended.wait(10), "the listener never received the stream's end"
     finally:
         listener.send_signal(signal.SIGINT)
         try:
-            stdout, stderr = listener.communicate(timeout=10)
+            listener.wait(timeout=10)
         except subprocess.TimeoutExpired:
             listener.kill()
-            stdout, stderr = listener.communicate()
+            listener.wait()
+        reader.join(5)
+    stdout, stderr = "".join(lines), listener.stderr.read()
     received = [json.loads(line) for line in stdout.splitlines() if line.strip()]
     changes = [e for e in received if e["type"] == "change"]
     assert any(e["type"] == "status" and e["state"] == "ended" for e in received)
