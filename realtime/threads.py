@@ -69,3 +69,39 @@ class WorkerThread:
             return time.clock_gettime(time.pthread_getcpuclockid(thread.ident))
         except (AttributeError, OSError):
             return None
+
+
+class OwnedLock:
+    """A ``threading.Lock`` that knows which thread holds it, so code can assert a lock order
+    (``assert not lock.held()`` before taking a lock that must come first). Not reentrant."""
+
+    __slots__ = ("_lock", "_owner")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._owner: Optional[int] = None
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        got = self._lock.acquire(blocking, timeout)
+        if got:
+            self._owner = threading.get_ident()
+        return got
+
+    def release(self) -> None:
+        self._owner = None
+        self._lock.release()
+
+    def __enter__(self) -> "OwnedLock":
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def held(self) -> bool:
+        """Whether the calling thread holds it."""
+        return self._owner == threading.get_ident()
+
+    def locked(self) -> bool:
+        """Whether any thread holds it."""
+        return self._lock.locked()

@@ -95,7 +95,7 @@ def test_random_videomae_by_name_runs_without_files() -> None:
 
 
 def test_device_ring_path_on_cpu_tensors(tiny_dir: Path) -> None:
-    """Ours through realtime.accel.gpu.DeviceFrameRing (what CUDA runs), here on the CPU."""
+    """Ours through realtime.accel.device_ring.DeviceFrameRing (what CUDA runs), here on the CPU."""
     result = run_bench(BenchOptions(model=str(tiny_dir), device="cpu", batches=(1, 3), repeats=1, warmup=0,
                                     frames=(320, 240), preprocess="device", sdpa_backend="math"))
     assert result["ours"]["preprocess"].startswith("device DeviceFrameRing")

@@ -14,15 +14,14 @@ import pytest
 import torch
 from torch import nn
 
+from realtime.accel.device import auto_dtype, resolve_dtype
 from realtime.accel.fast_model import (
     FastModel,
     configure_compile_cache,
-    fast_dtype,
     hf_forward,
     i3d_forward,
     move_plain_tensors,
     plain_tensor_attributes,
-    resolve_dtype,
     use_sdpa,
 )
 
@@ -108,7 +107,7 @@ def test_move_plain_tensors_in_containers_keeps_integer_dtypes() -> None:
 
 
 def test_dtype_policy() -> None:
-    assert fast_dtype("cpu") == torch.float32
+    assert auto_dtype("cpu") == torch.float32
     assert resolve_dtype("auto", "cpu") == torch.float32
     assert resolve_dtype(None, "cpu") is None
     assert resolve_dtype("bf16", "cpu") == torch.bfloat16
@@ -117,7 +116,7 @@ def test_dtype_policy() -> None:
     with pytest.raises(ValueError):
         resolve_dtype("int8", "cpu")
     if torch.cuda.is_available():  # pragma: no cover
-        assert fast_dtype("cuda") in (torch.bfloat16, torch.float16)
+        assert auto_dtype("cuda") in (torch.bfloat16, torch.float16)
 
 
 def test_compile_cache_goes_under_realtime_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -263,7 +262,7 @@ def test_cuda_graphs_match_eager() -> None:  # pragma: no cover - GPU machines o
                       cuda_graphs=False)
     graphed_model = copy.deepcopy(model)
     graphed = FastModel(graphed_model, hf_forward(graphed_model), INPUT_SHAPE, device="cuda", dtype="auto")
-    assert graphed.cuda_graphs and graphed.dtype == fast_dtype("cuda")
+    assert graphed.cuda_graphs and graphed.dtype == auto_dtype("cuda")
     assert graphed_model.videomae.embeddings.position_embeddings.device.type == "cuda"
     graphed.warmup((1, 3))
     assert graphed.captured_batches == (1, 3)

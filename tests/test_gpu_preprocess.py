@@ -1,4 +1,5 @@
-"""Device-side per-frame preprocessing (realtime.accel.gpu) against the CPU path, run on CPU tensors.
+"""Device-side per-frame preprocessing (realtime.accel.resample, realtime.accel.device_ring) against
+the CPU path, run on CPU tensors.
 
 The device path re-implements the CPU kernels in integer arithmetic, so the bound is
 exact equality:
@@ -25,13 +26,11 @@ import numpy as np
 import pytest
 import torch
 
-from realtime.accel.gpu import (
+from realtime.accel.device_ring import DeviceFrameRing, StaleFrameError, gather_windows
+from realtime.accel.resample import (
     SUPPORTED_INTERPOLATIONS,
-    DeviceFrameRing,
     FramePreprocessor,
-    StaleFrameError,
     aa_axis_plan,
-    gather_windows,
     make_plan,
     supports,
 )
@@ -342,7 +341,7 @@ def test_cuda_rings_capture_in_many_threads_at_once() -> None:  # pragma: no cov
         except Exception as exc:       # reported below
             errors.append(exc)
 
-    from realtime.accel.gpu import device_synchronize
+    from realtime.accel.graph_gate import device_synchronize
     stop = threading.Event()
 
     def synchronize_meanwhile():      # as the model's warm-up and a growing ring do

@@ -158,7 +158,7 @@ def test_model_settings_reach_the_fast_model(tiny_dir: Path, offline: None, capl
     assert isinstance(clf, HFVideoClassifier) and clf.compile and clf.sdpa_backend == "math"
     with caplog.at_level("WARNING"):
         clf.load()
-    assert clf.fast.sdpa_backend == "math" and not clf.fast.compiled
+    assert clf.accelerator().sdpa_backend == "math" and not clf.accelerator().compiled
     assert "model.compile applies to CUDA devices" in caplog.text
     assert clf.predict(smooth_frames(16, 32, 32)[None]).shape == (1, 5)
     i3d = create_classifier("i3d-kinetics400", device="cpu", compile=True)

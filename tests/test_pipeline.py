@@ -346,7 +346,7 @@ def test_live_cameras_can_prepare_only_the_frames_windows_sample(every_frame):
 
 
 def test_start_up_captures_every_batch_size_or_with_compile_powers_of_two():
-    from realtime.stream.pipeline import warmup_batch_sizes
+    from realtime.stream.windows import warmup_batch_sizes
     assert warmup_batch_sizes(8, compiled=False) == list(range(1, 9))
     assert warmup_batch_sizes(8, compiled=True) == [1, 2, 4, 8]
     assert warmup_batch_sizes(12, compiled=True) == [1, 2, 4, 8, 12]

@@ -37,8 +37,8 @@ def test_device_preprocessing_gives_the_same_predictions(tiny, tmp_path):
                         color_of=lambda i: ((i * 5) % 256, (i * 11) % 256, 128))
     p_cpu, cpu = run(tiny, video, "cpu")
     p_dev, dev = run(tiny, video, "device")
-    assert p_cpu.streams[0].slot.device_ring is None
-    assert p_dev.streams[0].slot.device_ring is not None         # the torch path really ran
+    assert p_cpu.streams[0].slot.store.device is None
+    assert p_dev.streams[0].slot.store.device is not None         # the torch path really ran
     assert len(cpu) == len(dev) >= 3
     for (pa, a), (pb, b) in zip(cpu, dev):
         assert pa.frame_indices == pb.frame_indices
@@ -48,7 +48,7 @@ def test_device_preprocessing_gives_the_same_predictions(tiny, tmp_path):
 def test_auto_uses_the_cpu_path_on_a_cpu_model(tiny, tmp_path):
     video = write_video(tmp_path / "v.mp4", frames=70, fps=30.0)
     p, rows = run(tiny, video, "auto")
-    assert p.streams[0].slot.device_ring is None and rows
+    assert p.streams[0].slot.store.device is None and rows
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -63,7 +63,7 @@ def test_cuda_pipeline_matches_the_cpu_pipeline(tiny, tmp_path):  # pragma: no c
                              "source.pace=fast", "window.stride_seconds=0.5", "inference.preprocess=auto"])
     p = Pipeline(cfg, classifier=clf, on_prediction=lambda pred, probs: rows.append((pred, probs)))
     p.run()
-    assert p.streams[0].slot.device_ring is not None and clf.fast.cuda_graphs
+    assert p.streams[0].slot.store.device is not None and clf.accelerator().cuda_graphs
     assert len(rows) == len(cpu) >= 3
     for (pa, a), (pb, b) in zip(cpu, rows):
         assert pa.frame_indices == pb.frame_indices

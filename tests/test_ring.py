@@ -3,7 +3,8 @@ import threading
 import numpy as np
 import pytest
 
-from realtime.stream.ring import DROP_OLDEST, WAIT, FrameRing
+from realtime.core.types import BufferPolicy
+from realtime.stream.ring import FrameRing
 from realtime.core.sampling import WindowSpec, select_window
 
 from conftest import make_meta
@@ -43,7 +44,7 @@ def test_overwrites_count_only_frames_the_reader_still_needed():
 
 
 def test_release_older_than_uses_timestamps():
-    ring = FrameRing(8, policy=WAIT)
+    ring = FrameRing(8, policy=BufferPolicy.WAIT)
     fill(ring, 8)                     # ts 0.0 .. 0.7
     ring.release_older_than(0.45)     # frames 0..4 free
     for i in range(8, 13):
@@ -105,7 +106,7 @@ def test_ensure_capacity_grows_keeping_order():
 
 
 def test_wait_policy_blocks_writer_until_reader_releases():
-    ring = FrameRing(4, policy=WAIT)
+    ring = FrameRing(4, policy=BufferPolicy.WAIT)
     fill(ring, 4)
     pushed = threading.Event()
 
@@ -124,14 +125,14 @@ def test_wait_policy_blocks_writer_until_reader_releases():
 
 
 def test_wait_policy_gives_up_when_told_to_stop():
-    ring = FrameRing(2, policy=WAIT)
+    ring = FrameRing(2, policy=BufferPolicy.WAIT)
     fill(ring, 2)
     assert ring.push(img(2), make_meta(2, 0.2), should_stop=lambda: True) is False
 
 
 def test_snapshot_is_consistent_while_writing():
     """A reader never sees a frame whose pixels disagree with its metadata."""
-    ring = FrameRing(16, policy=DROP_OLDEST)
+    ring = FrameRing(16, policy=BufferPolicy.DROP_OLDEST)
     stop = threading.Event()
     errors = []
 

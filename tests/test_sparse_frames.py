@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 
 from conftest import TINY_LABELS as LABELS, make_meta, realtime, write_video
-from realtime.stream.inference import EVERY, StreamSlot
-from realtime.stream.ring import WAIT, FrameRing
+from realtime.core.types import BufferPolicy, Schedule
+from realtime.stream.inference import StreamSlot
+from realtime.stream.ring import FrameRing
 from realtime.core.sampling import WindowSpec
 
 HANG = 90    # seconds; each run here takes a few seconds, a hang never ends
@@ -107,8 +108,8 @@ def test_every_schedule_moves_past_a_frame_already_classified():
     """The scheduler itself: 1 fps frames in a WAIT ring, stride 0.25 s. Every take() either
     returns a window ending on a newer frame or frees room, so the writer is never stuck."""
     spec = WindowSpec(num_frames=4, window_seconds=2.0)
-    ring = FrameRing(capacity=6, policy=WAIT)
-    slot = StreamSlot("s", ring, spec, stride=0.25, schedule=EVERY)
+    ring = FrameRing(capacity=6, policy=BufferPolicy.WAIT)
+    slot = StreamSlot("s", ring, spec, stride=0.25, schedule=Schedule.EVERY)
     out = np.empty((4, 2, 2, 3), np.uint8)
     ends = []
     for i in range(40):

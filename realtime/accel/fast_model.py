@@ -2,12 +2,12 @@
 
 :class:`FastModel` wraps any classifier network behind one function ``x -> logits``
 where ``x`` is a ``(B, T, C, H, W)`` batch of normalised windows (the layout
-:meth:`realtime.accel.gpu.DeviceFrameRing.gather` produces). The backends keep their own
+:meth:`realtime.accel.device_ring.DeviceFrameRing.gather` produces). The backends keep their own
 loading code; each provides its forward adapter (:func:`hf_forward`,
 :func:`i3d_forward`) and hands its network to :class:`FastModel`:
 
-* dtype: :func:`fast_dtype` picks bfloat16 on CUDA, float16 on GPUs without bf16,
-  float32 on CPU;
+* device and dtype: :mod:`realtime.accel.device` (``"auto"``: bfloat16 on CUDA, float16 on
+  GPUs without bf16, float32 on CPU);
 * attention: :func:`use_sdpa` switches ``transformers`` models to
   ``scaled_dot_product_attention`` where they support it; ``sdpa_backend`` pins which
   of its kernels runs (:data:`realtime.core.types.SDPA_BACKENDS`; "auto" leaves the choice to torch);
@@ -40,22 +40,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from realtime.accel.gpu import CUDA_GRAPH_CAPTURE_LOCK, device_synchronize, exclusive_capture
+from realtime.accel.device import DeviceLike, DtypeLike, resolve_device, resolve_dtype
+from realtime.accel.graph_gate import CUDA_GRAPH_CAPTURE_LOCK, device_synchronize, exclusive_capture
 from realtime.core.types import SDPA_BACKENDS
 
 logger = logging.getLogger(__name__)
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
 """A network's forward as ``(B, T, C, H, W) -> (B, classes) logits``."""
-
-DeviceLike = Union[str, torch.device]
-DtypeLike = Union[str, torch.dtype, None]
-
-_DTYPE_NAMES = {
-    "float32": torch.float32, "fp32": torch.float32, "float": torch.float32,
-    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-    "float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
-}
 
 
 # --------------------------------------------------------------------------- settings
@@ -80,39 +72,6 @@ def configure_compile_cache(root: Optional[Union[str, os.PathLike[str]]] = None)
     os.environ.setdefault("TORCHINDUCTOR_FX_GRAPH_CACHE", "1")
     inductor.mkdir(parents=True, exist_ok=True)
     return inductor
-
-
-def resolve_device(device: DeviceLike = "auto") -> torch.device:
-    """``"auto"``: CUDA when available, else CPU."""
-    if isinstance(device, torch.device):
-        return device
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    resolved = torch.device(device)
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but CUDA is not available")
-    return resolved
-
-
-def fast_dtype(device: DeviceLike) -> torch.dtype:
-    """The dtype to run a model at on ``device``: bfloat16 on CUDA (float16 on GPUs
-    without bf16, e.g. before Ampere), float32 on CPU."""
-    dev = torch.device(device) if not isinstance(device, torch.device) else device
-    if dev.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.float32
-
-
-def resolve_dtype(dtype: DtypeLike, device: DeviceLike) -> Optional[torch.dtype]:
-    """``None`` stays None (keep the module's dtype); ``"auto"`` is :func:`fast_dtype`."""
-    if dtype is None or isinstance(dtype, torch.dtype):
-        return dtype
-    key = str(dtype).lower().removeprefix("torch.")
-    if key == "auto":
-        return fast_dtype(device)
-    if key not in _DTYPE_NAMES:
-        raise ValueError(f"unknown dtype {dtype!r}; use auto, float32, bfloat16 or float16")
-    return _DTYPE_NAMES[key]
 
 
 # --------------------------------------------------------------------------- plain tensors
@@ -277,7 +236,7 @@ class FastModel:
     """Runs ``forward`` (see :data:`Forward`) of ``module`` as fast as the device allows.
 
     ``module`` is moved to ``device`` and ``dtype`` (``None``: keep its dtype; ``"auto"``:
-    :func:`fast_dtype`), put in eval mode without gradients, its plain tensor attributes
+    :func:`~realtime.accel.device.auto_dtype`), put in eval mode without gradients, its plain tensor attributes
     moved too, and switched to SDPA attention (``sdpa=True``, ``transformers`` models).
     ``input_shape`` is one window's (T, C, H, W).
 
@@ -421,7 +380,7 @@ class FastModel:
 
     def input_buffer(self, batch: int) -> torch.Tensor:
         """A (batch, T, C, H, W) device tensor to fill in place (e.g. by
-        :meth:`~realtime.accel.gpu.DeviceFrameRing.gather`) and pass to :meth:`logits`: with CUDA
+        :meth:`~realtime.accel.device_ring.DeviceFrameRing.gather`) and pass to :meth:`logits`: with CUDA
         graphs it is the graph's static input, so no copy is made."""
         with self._lock, torch.no_grad():
             entry = self._graph(batch)

@@ -16,13 +16,24 @@ their graphs at start-up go through quickly), and then the threads waiting to sh
 the next one. So neither side can keep the other out (a thread synchronising the device in a
 loop, say). A thread that holds it shared and asks for it exclusively would
 wait for itself: that raises instead.
+
+:data:`CUDA_GRAPH_CAPTURE_LOCK` is the process's one gate; :func:`device_synchronize` and
+:func:`exclusive_capture` are the two ways the device-wide operations take it exclusively.
+
+Lock order, everywhere: a frame ring's lock (several rings' locks in one order) before the gate,
+never the other way round; a thread that holds the gate takes no ring lock. A stream's
+``emit_lock`` (the inference loop's publishing) is never held while either is taken.
+:meth:`CaptureGate.held` and :meth:`realtime.threads.OwnedLock.held` let code assert that.
 """
 
 from __future__ import annotations
 
 import threading
 from contextlib import contextmanager
-from typing import Iterator, Optional
+from typing import TYPE_CHECKING, Iterator, Optional, Union
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
 
 
 class CaptureGate:
@@ -71,6 +82,10 @@ class CaptureGate:
                 self._shared -= 1
                 if self._shared == 0:
                     self._cond.notify_all()
+
+    def held(self) -> bool:
+        """Whether the calling thread holds the gate, shared or exclusively (for lock-order checks)."""
+        return self._owner == threading.get_ident() or self._shared_depth() > 0
 
     def _shared_must_wait(self) -> bool:
         return self._owner is not None or (self._waiting > 0 and not self._shared_turn)
@@ -133,3 +148,36 @@ class CaptureGate:
     def __repr__(self) -> str:
         return (f"CaptureGate(exclusive={'held' if self._owner is not None else 'free'}, "
                 f"shared={self._shared}, waiting={self._waiting})")
+
+
+CUDA_GRAPH_CAPTURE_LOCK = CaptureGate()
+"""Held exclusively (``with CUDA_GRAPH_CAPTURE_LOCK:``) while any CUDA graph of this process is
+being captured, and around every device-wide synchronize; held shared
+(``CUDA_GRAPH_CAPTURE_LOCK.shared()``) by each frame ring while it queues a frame's work. torch
+registers its random number generators with a graph as its capture begins, so two captures
+overlapping in different threads (a ring per camera, the model's batches) fail; work queued on a
+stream while it is being captured (torch's small stream pool can hand a ring the very stream a
+capture uses) breaks the capture; a device-wide synchronize in one thread invalidates a capture
+running in another; and a failed graph's destructor can abort the process."""
+
+_FAILED_CAPTURES: list = []     # graphs whose capture failed, kept alive: destroying one can abort
+
+
+def device_synchronize(device: Union[str, "torch.device"]) -> None:
+    """``torch.cuda.synchronize(device)``, never while another thread captures a CUDA graph."""
+    import torch
+
+    with CUDA_GRAPH_CAPTURE_LOCK:
+        torch.cuda.synchronize(device)
+
+
+@contextmanager
+def exclusive_capture(graph: "torch.cuda.CUDAGraph") -> Iterator[None]:
+    """Capture ``graph`` inside this block alone (:data:`CUDA_GRAPH_CAPTURE_LOCK`); if the capture
+    fails, the graph is kept alive rather than destroyed, and the error goes on."""
+    with CUDA_GRAPH_CAPTURE_LOCK:
+        try:
+            yield
+        except BaseException:
+            _FAILED_CAPTURES.append(graph)
+            raise

@@ -42,7 +42,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         "stride x fps new frames per window")
     p.add_argument("--preprocess", choices=["auto", "cpu", "device"], default="auto",
                    help="our per-frame preprocessing: auto (the device ring on CUDA, prepare_frame on CPU), "
-                        "cpu, or device (realtime.accel.gpu.DeviceFrameRing, also on CPU tensors)")
+                        "cpu, or device (realtime.accel.device_ring.DeviceFrameRing, also on CPU tensors)")
     p.add_argument("--no-cuda-graphs", dest="cuda_graphs", action="store_false", default=None,
                    help="run our model eagerly on CUDA")
     p.add_argument("--compile", action="store_true",

@@ -61,7 +61,7 @@ def change_fields(pred: Prediction, sm: Smoothed, change: Change) -> dict[str, A
 
 def status_fields(status: StreamStatus) -> dict[str, Any]:
     return {
-        "state": status.state,
+        "state": str(status.state),
         "source": status.source,
         "detail": status.detail,
         "attempt": status.attempt,

@@ -3,9 +3,67 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Literal, Optional, Sequence, get_args
 
 import numpy as np
+
+class NamedValue(str, Enum):
+    """An Enum whose members are their names on the wire: ``str()``, f-strings and JSON give the
+    value (``"drop_oldest"``), and members compare equal to it. (``enum.StrEnum`` from 3.11.)"""
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self.value), spec)
+
+    def __hash__(self) -> int:            # as the value's, so dicts keyed by the text find members
+        return str.__hash__(self)
+
+
+class BufferPolicy(NamedValue):
+    """What a full frame ring does with the next frame."""
+
+    DROP_OLDEST = "drop_oldest"     # live sources: overwrite the oldest frame, never wait
+    WAIT = "wait"                   # files read as fast as possible: the reader waits for room
+
+
+class Schedule(NamedValue):
+    """Which window of a stream the inference loop classifies next."""
+
+    NEWEST = "newest"               # the newest ready window; stale ones are skipped
+    EVERY = "every"                 # every window at the stride, in order (files read fast)
+
+
+class Pacing(NamedValue):
+    """How a video file is read (``source.pace``)."""
+
+    REALTIME = "realtime"           # at its own frame rate, like a camera
+    FAST = "fast"                   # as fast as the model takes windows
+
+
+class StreamState(NamedValue):
+    """A stream's connection state, as status events carry it."""
+
+    CONNECTED = "connected"
+    LOST = "lost"
+    RECONNECTING = "reconnecting"
+    RECOVERED = "recovered"
+    ENDED = "ended"
+    ERROR = "error"
+    SINK_ERROR = "sink_error"
+
+    @property
+    def terminal(self) -> bool:
+        """The stream will send nothing more."""
+        return self in (StreamState.ENDED, StreamState.ERROR)
+
+    @property
+    def down(self) -> bool:
+        """No frames are coming in (announced as such by speech and drawn red by the overlay)."""
+        return self in (StreamState.LOST, StreamState.RECONNECTING, StreamState.ENDED, StreamState.ERROR)
+
 
 SdpaBackend = Literal["auto", "flash", "cudnn", "efficient", "math"]
 SDPA_BACKENDS: tuple[str, ...] = get_args(SdpaBackend)
@@ -99,7 +157,7 @@ class StreamStatus:
     """A change in a stream's connection state."""
 
     stream: str
-    state: str                      # one of STATUS_STATES
+    state: StreamState
     source: str                     # redacted description of the source
     detail: str = ""
     attempt: int = 0
@@ -108,5 +166,4 @@ class StreamStatus:
     counters: dict = field(default_factory=dict)
 
 
-STATUS_STATES: Sequence[str] = ("connected", "lost", "reconnecting", "recovered", "ended", "error",
-                                "sink_error")
+STATUS_STATES: Sequence[str] = tuple(state.value for state in StreamState)

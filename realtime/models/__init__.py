@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Optional
 
 from realtime.core.errors import ConfigError
-from realtime.models.base import ClipClassifier
+from realtime.models.base import Accelerated, ClipClassifier, accelerator_of
 
 I3D_NAME = "i3d-kinetics400"
 BUILTIN_MODELS = {I3D_NAME: "Kinetics-400 I3D (Inception-v1, RGB), DeepMind weights; offline"}
@@ -63,4 +63,5 @@ def create_classifier(name: str, *, device: str = "auto", dtype: str = "auto",
     return HFVideoClassifier(name, device=device, dtype=dtype, sdpa_backend=sdpa_backend, compile=compile)
 
 
-__all__ = ["BUILTIN_MODELS", "ClipClassifier", "I3D_NAME", "create_classifier", "near_builtin"]
+__all__ = ["Accelerated", "BUILTIN_MODELS", "ClipClassifier", "I3D_NAME", "accelerator_of", "create_classifier",
+           "near_builtin"]

@@ -1,12 +1,15 @@
-"""The classifier protocol every model backend implements."""
+"""The classifier protocol every model backend implements, and the optional accelerator."""
 
 from __future__ import annotations
 
-from typing import Protocol, Sequence, runtime_checkable
+from typing import TYPE_CHECKING, Optional, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
 from realtime.core.types import InputSpec
+
+if TYPE_CHECKING:  # pragma: no cover
+    from realtime.accel.fast_model import FastModel
 
 
 @runtime_checkable
@@ -30,3 +33,20 @@ class ClipClassifier(Protocol):
     def load(self) -> None: ...
 
     def predict(self, clips: np.ndarray) -> np.ndarray: ...
+
+
+@runtime_checkable
+class Accelerated(Protocol):
+    """A classifier whose network runs in a :class:`~realtime.accel.fast_model.FastModel`.
+
+    ``accelerator()`` returns it after ``load()`` (None before, or when the backend has none).
+    Through it the pipeline warms the model up (CUDA graphs, ``torch.compile``) and, when frames
+    are prepared on the model's device, fills its input buffer and runs it without ``predict``.
+    Backends without one (a fine-tuned I3D, a test's fake) simply do not have the method."""
+
+    def accelerator(self) -> Optional["FastModel"]: ...
+
+
+def accelerator_of(classifier: ClipClassifier) -> Optional["FastModel"]:
+    """``classifier``'s :class:`~realtime.accel.fast_model.FastModel` (see :class:`Accelerated`), or None."""
+    return classifier.accelerator() if isinstance(classifier, Accelerated) else None

@@ -35,6 +35,8 @@ from realtime.core.types import InputSpec
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
+    from realtime.accel.fast_model import FastModel
+
 logger = logging.getLogger(__name__)
 
 OFFLINE_MODEL = "i3d-kinetics400"
@@ -94,12 +96,6 @@ PROCESSOR_DEFAULTS: Mapping[str, Mapping[str, Any]] = {
 """Image processor settings a checkpoint's ``preprocessor_config.json`` may leave out, per model type."""
 
 _RESAMPLE_TO_INTERPOLATION = {2: "pil_bilinear", 3: "pil_bicubic"}  # PILImageResampling BILINEAR, BICUBIC
-
-_DTYPES = {
-    "float32": "float32", "fp32": "float32", "float": "float32",
-    "bfloat16": "bfloat16", "bf16": "bfloat16",
-    "float16": "float16", "fp16": "float16", "half": "float16",
-}
 
 T = TypeVar("T")
 
@@ -464,7 +460,7 @@ class HFVideoClassifier:
         self.cuda_graphs = cuda_graphs            # None: on for CUDA devices
         self.sdpa_backend = sdpa_backend          # which SDPA kernel (realtime.core.types.SDPA_BACKENDS)
         self.compile = compile                    # torch.compile the forward (FastModel)
-        self.fast: Any = None                     # a FastModel after load()
+        self._fast: Optional["FastModel"] = None  # runs the network after load()
         self.name = self.model_id
         self.requested_device = device
         self.requested_dtype = dtype
@@ -574,8 +570,9 @@ class HFVideoClassifier:
         spec = input_spec_from_processor(settings, model_type, image_size)
         window = window_seconds_for(config, num_frames, self.frame_stride)
 
-        device = _resolve_device(self.requested_device)
-        dtype = _resolve_dtype(self.requested_dtype, device)
+        from realtime.accel.device import resolve_device, resolve_dtype
+        device = resolve_device(self.requested_device)
+        dtype = resolve_dtype(self.requested_dtype, device)
         model, attn = self._load_model(AutoModelForVideoClassification, src, hub_kwargs, dtype)
         model = model.to(device).eval()
         from realtime.accel.fast_model import FastModel, compile_on, hf_forward
@@ -596,7 +593,7 @@ class HFVideoClassifier:
         self.dtype = dtype
         self.attn = attn
         self._model = model
-        self.fast = fast
+        self._fast = fast
         logger.info(
             "loaded %s (%s, %d labels): %d frames / %.2f s windows, device=%s dtype=%s attn=%s, input %s",
             self.model_id, model_type, len(labels), num_frames, window, self.device,
@@ -604,7 +601,7 @@ class HFVideoClassifier:
         )
 
     def _load_model(self, auto_cls: Any, src: str, hub_kwargs: Mapping[str, Any],
-                    dtype: "torch.dtype") -> tuple[Any, str]:
+                    dtype: Optional["torch.dtype"]) -> tuple[Any, str]:
         attn = self.requested_attn
 
         def load(implementation: str) -> Any:
@@ -625,6 +622,16 @@ class HFVideoClassifier:
         return model, str(getattr(model.config, "_attn_implementation", None) or attn)
 
     # ---------------------------------------------------------------- inference
+
+    def accelerator(self) -> Optional["FastModel"]:
+        """The :class:`~realtime.accel.fast_model.FastModel` that runs the network (None before
+        :meth:`load`): the pipeline's device path fills its input buffer and runs it directly."""
+        return self._fast
+
+    def _require_fast(self) -> "FastModel":
+        self._require_model()
+        assert self._fast is not None
+        return self._fast
 
     def _require_model(self) -> Any:
         if self._model is None:
@@ -655,7 +662,7 @@ class HFVideoClassifier:
             x = x[:, resample_indices(x.shape[1], self.num_frames)]
         pixels = normalize(x, self.input_spec)  # (B, T, H, W, 3) float32
         pixel_values = torch.from_numpy(pixels).permute(0, 1, 4, 2, 3)   # (B, T, C, H, W)
-        return self.fast.predict(pixel_values)
+        return self._require_fast().predict(pixel_values)
 
 
 def _labels_from_config(config: Any, model_id: str) -> tuple[str, ...]:
@@ -669,32 +676,3 @@ def _labels_from_config(config: Any, model_id: str) -> tuple[str, ...]:
     if all(label == f"LABEL_{i}" for i, label in enumerate(labels)):
         logger.warning("%s has no label names in id2label (LABEL_0..LABEL_%d)", model_id, n - 1)
     return labels
-
-
-def _resolve_device(requested: str) -> "torch.device":
-    import torch
-
-    if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(requested)
-    except (RuntimeError, ValueError) as exc:
-        raise ModelError(f"unknown device '{requested}'; use auto, cpu, cuda or cuda:N") from exc
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ModelError(f"device '{requested}' requested but CUDA is not available")
-    return device
-
-
-def _resolve_dtype(requested: Any, device: "torch.device") -> "torch.dtype":
-    import torch
-
-    if isinstance(requested, torch.dtype):
-        return requested
-    key = str(requested).lower().removeprefix("torch.")
-    if key == "auto":
-        if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.float32
-    if key not in _DTYPES:
-        raise ModelError(f"unknown dtype '{requested}'; use auto, float32, bfloat16 or float16")
-    return getattr(torch, _DTYPES[key])

@@ -30,13 +30,15 @@ import logging
 import math
 import time
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence, Union
+from typing import Mapping, Optional, Sequence, Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from realtime.accel.device import DTYPE_CHOICES, DeviceError, require_available, resolve_device, resolve_dtype
+from realtime.accel.fast_model import FastModel
 from realtime.core.errors import ModelError
 from realtime.core.preprocess import normalize
 from realtime.core.types import InputSpec
@@ -326,21 +328,22 @@ _DTYPES = {
     "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
 }
 
+HALF_DTYPE = torch.float16
+"""What ``dtype="auto"`` means for I3D on CUDA (:func:`realtime.accel.device.resolve_dtype`'s ``half``)."""
+
 
 def _resolve_device(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cpu" or device == "cuda" or (device.startswith("cuda:") and device[5:].isdigit()):
-        return device
-    raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+    """:func:`realtime.accel.device.resolve_device` as a string; CUDA's availability is checked by ``load()``."""
+    return str(resolve_device(device, check=False))
 
 
 def _resolve_dtype(dtype: str, device: str) -> str:
-    if dtype == "auto":
-        return "float16" if device.startswith("cuda") else "float32"
-    if dtype not in _DTYPES:
-        raise ValueError(f"dtype must be 'auto' or one of {sorted(_DTYPES)}, got {dtype!r}")
-    return str(_DTYPES[dtype]).removeprefix("torch.")
+    """:func:`realtime.accel.device.resolve_dtype` with I3D's :data:`HALF_DTYPE`, as a name of :data:`_DTYPES`."""
+    resolved = resolve_dtype(dtype, device, half=HALF_DTYPE)
+    name = str(resolved).removeprefix("torch.")
+    if name not in _DTYPES:
+        raise DeviceError(f"unknown dtype {dtype!r}; use {DTYPE_CHOICES}")
+    return name
 
 
 def validate_clips(clips: np.ndarray, crop: tuple[int, int], name: str,
@@ -389,7 +392,7 @@ class I3DClassifier:
         self.num_frames = int(num_frames)
         self.window_seconds = self.num_frames / KINETICS_FPS
         self._model: Optional[InceptionI3d] = None
-        self.fast: Optional[Any] = None        # a FastModel after load()
+        self._fast: Optional[FastModel] = None  # runs the network after load()
 
     @property
     def labels(self) -> Sequence[str]:
@@ -400,12 +403,16 @@ class I3DClassifier:
     def loaded(self) -> bool:
         return self._model is not None
 
+    def accelerator(self) -> Optional[FastModel]:
+        """The :class:`~realtime.accel.fast_model.FastModel` that runs the network (None before
+        :meth:`load`): the pipeline's device path fills its input buffer and runs it directly."""
+        return self._fast
+
     def load(self) -> None:
         """Read the weights (downloading and converting them on first use) onto the device."""
         if self._model is not None:
             return
-        if self.device.startswith("cuda") and not torch.cuda.is_available():
-            raise ModelError(f"{self.name}: device {self.device!r} requested but CUDA is not available")
+        require_available(torch.device(self.device))
         started = time.monotonic()
         path = weights_path(self.cache_dir, download=True)
         variables = read_weights(path)
@@ -416,8 +423,8 @@ class I3DClassifier:
         # has, so predict() needs no transpose copy.
         self._model = model.to(device=self.device, dtype=_DTYPES[self.dtype],
                                memory_format=torch.channels_last_3d)
-        from realtime.accel.fast_model import FastModel, compile_on, i3d_forward
-        self.fast = FastModel(self._model, i3d_forward(self._model),
+        from realtime.accel.fast_model import compile_on, i3d_forward
+        self._fast = FastModel(self._model, i3d_forward(self._model),
                               (self.num_frames, 3, *self.input_spec.crop), device=self.device,
                               dtype=None, sdpa=False,
                               compile=compile_on(self.device, self.compile, self.name))
@@ -431,9 +438,9 @@ class I3DClassifier:
         clips = validate_clips(clips, self.input_spec.crop, self.name)
         x = torch.from_numpy(normalize(clips, self.input_spec))     # (B, T, H, W, 3) float32
         x = x.permute(0, 4, 1, 2, 3)                                # NCTHW, channels-last strides
-        if clips.shape[1] == self.num_frames and self.fast is not None:
+        if clips.shape[1] == self.num_frames and self._fast is not None:
             # The fast runner (CUDA graphs on a GPU) takes (B, T, C, H, W) windows.
-            return self.fast.predict(x.permute(0, 2, 1, 3, 4))
+            return self._fast.predict(x.permute(0, 2, 1, 3, 4))
         x = x.to(device=self.device, dtype=_DTYPES[self.dtype])
         x = x.contiguous(memory_format=torch.channels_last_3d)     # a no-op: already channels-last
         with torch.inference_mode():

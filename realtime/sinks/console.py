@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 from typing import Any, Optional, TextIO
 
+from realtime.core.types import STATUS_STATES
+
 
 def format_event(event: dict[str, Any]) -> Optional[str]:
     kind = event.get("type")
@@ -30,8 +32,6 @@ def format_event(event: dict[str, Any]) -> Optional[str]:
 class ConsoleSink:
     """Prints label changes and connection changes (``every="change"``), or every prediction."""
 
-    _STATES = ("connected", "lost", "reconnecting", "recovered", "ended", "error", "sink_error")
-
     def __init__(self, every: str = "change", stream: Optional[TextIO] = None) -> None:
         self.name = "console"
         self.every = every
@@ -44,7 +44,7 @@ class ConsoleSink:
     def write(self, event: dict[str, Any]) -> None:
         kind = event.get("type")
         wanted = {"status", "prediction" if self.every == "prediction" else "change"}
-        if kind not in wanted or (kind == "status" and event.get("state") not in self._STATES):
+        if kind not in wanted or (kind == "status" and event.get("state") not in STATUS_STATES):
             return
         line = format_event(event)
         if line is not None and self._out is not None:

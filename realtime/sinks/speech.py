@@ -38,13 +38,14 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, TextIO
 
 from realtime.core.errors import SinkError
+from realtime.core.types import StreamState
 from realtime.threads import start_thread
 
 log = logging.getLogger(__name__)
 
 TEMPLATE_FIELDS = ("label", "previous", "score", "stream")
 CLOSE_TIMEOUT = 2.0                 # seconds close() waits for the speaker thread
-LOST_STATES = ("lost", "reconnecting", "ended", "error")
+LOST_STATES = tuple(state.value for state in StreamState if state.down)
 
 EngineFactory = Callable[[], Any]   # returns an object with pyttsx3.Engine's methods
 

@@ -18,17 +18,15 @@ from typing import Callable, Optional
 import numpy as np
 
 from realtime.core.errors import SourceError
-from realtime.stream.ring import FrameRing
+from realtime.stream.ring import DEFAULT_FPS, FrameRing, ring_capacity
 from realtime.core.sampling import SampleGrid
 from realtime.core.redact import redact_text
 from realtime.sources import FrameSource
 from realtime.threads import WorkerThread
-from realtime.core.types import FrameMeta, InputSpec, StreamStatus
+from realtime.core.types import FrameMeta, InputSpec, Pacing, StreamState, StreamStatus
 
 log = logging.getLogger(__name__)
 
-PACE_REALTIME = "realtime"
-PACE_FAST = "fast"
 
 
 class Backoff:
@@ -89,7 +87,7 @@ class CaptureWorker:
 
     def __init__(self, stream: str, source: FrameSource, ring: FrameRing, spec: InputSpec,
                  prepare: Callable[[np.ndarray, InputSpec], np.ndarray], stop: threading.Event,
-                 on_status: Callable[[StreamStatus], None], *, pace: str = PACE_REALTIME,
+                 on_status: Callable[[StreamStatus], None], *, pace: Pacing = Pacing.REALTIME,
                  loop: bool = False, backoff: Optional[Backoff] = None, max_attempts: int = 0,
                  connect_attempts: int = 0,
                  gap_seconds: float = 1.0, span_seconds: float = 3.0,
@@ -103,7 +101,7 @@ class CaptureWorker:
         self.prepare = prepare
         self.stop_event = stop
         self.on_status = on_status
-        self.pace = pace
+        self.pace = Pacing(pace)
         self.loop = loop
         self.backoff = backoff or Backoff()
         self.max_attempts = max_attempts            # per outage, once frames have flowed; 0 = never
@@ -148,7 +146,7 @@ class CaptureWorker:
         return self._worker.cpu_seconds()
 
     # ---------------------------------------------------------------- thread
-    def _status(self, state: str, detail: str = "", attempt: int = 0,
+    def _status(self, state: StreamState, detail: str = "", attempt: int = 0,
                 retry_in: Optional[float] = None) -> None:
         ring = self.ring.stats()
         counters = {"frames": self.stats.frames, "delivered": self.stats.delivered,
@@ -158,8 +156,8 @@ class CaptureWorker:
         event = StreamStatus(self.stream, state, self.source.info.name, redact_text(detail),
                              attempt, retry_in, time.time(), counters)
         # An error is raised to the pipeline's owner, who reports it: no second copy here.
-        level = (logging.INFO if state in ("connected", "recovered", "ended")
-                 else logging.DEBUG if state == "error" else logging.WARNING)
+        level = (logging.INFO if state in (StreamState.CONNECTED, StreamState.RECOVERED, StreamState.ENDED)
+                 else logging.DEBUG if state is StreamState.ERROR else logging.WARNING)
         log.log(level, "%s %s %s%s", self.stream, state, self.source.info.name,
                 f": {event.detail}" if event.detail else "")
         try:
@@ -172,7 +170,7 @@ class CaptureWorker:
             self._capture_loop()
         except BaseException as exc:  # recorded for the pipeline, which re-raises it
             self.error = exc
-            self._status("error", str(exc))
+            self._status(StreamState.ERROR, str(exc))
             self.stop_event.set()
         finally:
             self.source.close()
@@ -182,8 +180,8 @@ class CaptureWorker:
         info = self.source.info
         if not self._connect(first=True):
             return
-        if not info.live and self.pace == PACE_REALTIME:
-            fps = self.source.fps or 30.0
+        if not info.live and self.pace is Pacing.REALTIME:
+            fps = self.source.fps or DEFAULT_FPS
             self._pacer = Pacer(late_after=1.5 / fps)
         while not self.stop_event.is_set():
             try:
@@ -192,14 +190,14 @@ class CaptureWorker:
                 if not info.live:
                     raise
                 self._gap()         # first: no window from before it is published after "lost"
-                self._status("lost", str(exc))
+                self._status(StreamState.LOST, str(exc))
                 self._count_failure(exc)
                 if not self._connect(first=False):
                     return
                 continue
             if item is None:  # end of file
                 if self.loop and not self.stop_event.is_set():
-                    self._loop_offset = self._last_media + 1.0 / (self.source.fps or 30.0)
+                    self._loop_offset = self._last_media + 1.0 / (self.source.fps or DEFAULT_FPS)
                     self.source.open()
                     if self._pacer is not None:
                         self._pacer.restart()
@@ -208,10 +206,10 @@ class CaptureWorker:
                 note = note_of() if callable(note_of) else None
                 if note:
                     log.warning("%s", note)
-                self._status("ended", f"{self.stats.frames} frames read" + (f"; {note}" if note else ""))
+                self._status(StreamState.ENDED, f"{self.stats.frames} frames read" + (f"; {note}" if note else ""))
                 return
             self._deliver(*item)
-        self._status("ended", "stopped")
+        self._status(StreamState.ENDED, "stopped")
 
     def _connect(self, first: bool) -> bool:
         """Open the source, retrying live ones with backoff. False when stopped."""
@@ -230,15 +228,15 @@ class CaptureWorker:
                     raise SourceError(f"gave up on {info.name} after {self.max_attempts} "
                                       f"attempts: {exc}") from exc
                 delay = self.backoff.next_delay()
-                self._status("reconnecting", str(exc), attempt=attempt, retry_in=delay)
+                self._status(StreamState.RECONNECTING, str(exc), attempt=attempt, retry_in=delay)
                 self.stop_event.wait(delay)
                 continue
             self._size_ring()
             if first:
-                self._status("connected", self._describe())
+                self._status(StreamState.CONNECTED, self._describe())
             else:
                 self.stats.reconnects += 1
-                self._status("recovered", self._describe())
+                self._status(StreamState.RECOVERED, self._describe())
             return True
         return False
 
@@ -259,8 +257,8 @@ class CaptureWorker:
         Cameras do not always deliver the rate they report, so the rate observed
         over the last frames counts too; the ring only ever grows.
         """
-        fps = max(self.source.fps or 30.0, observed_fps)
-        self.ring.ensure_capacity(int(self.span_seconds * fps * 1.25) + 8)
+        fps = max(self.source.fps or DEFAULT_FPS, observed_fps)
+        self.ring.ensure_capacity(ring_capacity(self.span_seconds, fps))
 
     def _describe(self) -> str:
         fps = self.source.fps
@@ -298,8 +296,8 @@ class CaptureWorker:
             if waited > self.gap_seconds:
                 lost_for = ts - self._last_ts
                 self._gap()
-                self._status("lost", f"no frame for {lost_for:.2f} s")
-                self._status("recovered", "frames flowing again")
+                self._status(StreamState.LOST, f"no frame for {lost_for:.2f} s")
+                self._status(StreamState.RECOVERED, "frames flowing again")
             else:
                 # The camera was fine; this thread was busy (e.g. a GPU ring preparing its first
                 # frame behind other cameras'). The hole still must not fall inside a window.

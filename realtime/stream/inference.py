@@ -15,21 +15,20 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from realtime.models.base import ClipClassifier
+from realtime.accel.graph_gate import CUDA_GRAPH_CAPTURE_LOCK
 from realtime.stream.ring import FrameRing
-from realtime.threads import WorkerThread
+from realtime.stream.windows import BatchClassifier, HostWindowStore, WindowStore
+from realtime.threads import OwnedLock, WorkerThread
 from realtime.core.sampling import WindowSpec, first_due, select_window
 from realtime.core.smoothing import top_indices
-from realtime.core.types import FrameMeta, LabelScore, Prediction
+from realtime.core.types import FrameMeta, LabelScore, Prediction, Schedule
 
 log = logging.getLogger(__name__)
 
-NEWEST = "newest"
-EVERY = "every"
 
 PHASES = ("collect", "wait", "gather", "model", "emit")
 """What the inference thread's time goes to: choosing windows in the host rings (``collect``),
@@ -40,24 +39,25 @@ probabilities into predictions, smoothing, events and sink queues (``emit``)."""
 
 @dataclass
 class StreamSlot:
-    """One stream as the inference worker sees it: its ring and its schedule."""
+    """One stream as the inference worker sees it: its ring, where its frames live and its schedule."""
 
     name: str
     ring: FrameRing
     spec: WindowSpec
     stride: float
-    schedule: str = NEWEST
+    schedule: Schedule = Schedule.NEWEST
     next_due: Optional[float] = None        # stream time the next window must end at or after
     last_end_index: int = -1                # newest frame index already classified
     gaps_seen: int = 0
     windows: int = 0
     done: bool = False
-    device_ring: Optional[Any] = None        # realtime.accel.gpu.DeviceFrameRing when frames live on the GPU
+    store: WindowStore = field(default_factory=HostWindowStore)   # the pixels (host) or handles (device)
     on_reset: list[Callable[[], None]] = field(default_factory=list)
     window_epoch: int = 0                   # the ring's gap count when the last window was taken
     # Held while a prediction of this stream is checked and published, and while the pipeline
     # publishes its status: a window from before a gap is never published after the "lost".
-    emit_lock: threading.Lock = field(default_factory=threading.Lock)
+    # Taken with no frame ring lock or capture gate held, and neither is taken under it.
+    emit_lock: OwnedLock = field(default_factory=OwnedLock)
 
     def _select(self, metas: Sequence[FrameMeta]) -> Optional[list[int]]:
         if not metas:
@@ -65,7 +65,7 @@ class StreamSlot:
         if self.ring.closed and self.windows == 0:
             # A stream that ended before a full window: classify what there is.
             return select_window(metas, self.spec, tolerance=float("inf"))
-        if self.schedule == EVERY:
+        if self.schedule is Schedule.EVERY:
             if self.next_due is None:
                 # The first frame that completes a whole window.
                 self.next_due = metas[0].ts + (self.spec.num_frames - 1) * self.spec.interval - 1e-6
@@ -89,7 +89,7 @@ class StreamSlot:
         only for a live stream whose newest frame is older than its next window's end (or that
         holds no frame). Capture threads call it after each frame to wake the inference thread
         only when a stream becomes due, not 30 times a second per camera."""
-        if (self.schedule != NEWEST or self.next_due is None or self.ring.closed
+        if (self.schedule is not Schedule.NEWEST or self.next_due is None or self.ring.closed
                 or self.ring.gaps != self.gaps_seen):
             return True
         return self.overdue()
@@ -98,7 +98,7 @@ class StreamSlot:
         """A live stream's next window is due but not taken yet (the worker is busy with others):
         with ``window.sampled_frames_only`` its capture thread then keeps frames off the sampling
         grid too, so the late window ends at the newest frame."""
-        if self.schedule != NEWEST or self.next_due is None:
+        if self.schedule is not Schedule.NEWEST or self.next_due is None:
             return False
         newest = self.ring.newest()
         return newest is not None and newest.ts >= self.next_due
@@ -123,7 +123,7 @@ class StreamSlot:
         self.windows += 1
         self.last_end_index = metas[-1].index
         end = metas[-1].ts
-        if self.next_due is not None and (self.schedule == EVERY or end - self.next_due < self.stride):
+        if self.next_due is not None and (self.schedule is Schedule.EVERY or end - self.next_due < self.stride):
             # Anchored: no drift when the stride is not a whole number of the frames held (a live
             # camera's sampled frames come one per sampling interval, 0.133 s for VideoMAE), so
             # windows come every stride on average.
@@ -158,9 +158,12 @@ def top_k(probs: np.ndarray, labels: Sequence[str], k: int) -> tuple[LabelScore,
 
 
 class InferenceWorker:
-    """One thread running ``classifier`` over the ready windows of all streams."""
+    """One thread running ``classifier`` over the ready windows of all streams.
 
-    def __init__(self, slots: Sequence[StreamSlot], classifier: ClipClassifier, stop: threading.Event,
+    ``classifier`` is the host or the device path (:func:`realtime.stream.windows.batch_classifier`):
+    the slots' stores must be ones it made (:meth:`~realtime.stream.windows.BatchClassifier.new_store`)."""
+
+    def __init__(self, slots: Sequence[StreamSlot], classifier: BatchClassifier, stop: threading.Event,
                  wake: threading.Event, on_prediction: Callable[[Prediction, np.ndarray], None], *,
                  top_k: int = 5, max_batch: int = 8, max_wait: float = 0.0,
                  idle_timeout: float = 0.1, after_step: Optional[Callable[[], None]] = None) -> None:
@@ -206,42 +209,20 @@ class InferenceWorker:
         since = self._forward_since
         return None if since is None else time.monotonic() - since
 
-    @property
-    def on_device(self) -> bool:
-        """Frames are prepared on the model's device; the rings hold [slot, sequence] handles."""
-        return self.slots[0].device_ring is not None
-
     def _batch_buffer(self) -> np.ndarray:
+        """What the FrameRings hold for a batch of windows (pixels or device handles)."""
         if self._buffer is None:
-            t = self.slots[0].spec.num_frames
-            if self.on_device:
-                self._buffer = np.empty((self.max_batch, t, 2), np.int64)
-            else:
-                h, w = self.classifier.input_spec.crop
-                self._buffer = np.empty((self.max_batch, t, h, w, 3), np.uint8)
+            self._buffer = self.classifier.entries(self.max_batch, self.slots[0].spec.num_frames)
         return self._buffer
 
     def _classify(self, buffer: np.ndarray, taken: list) -> tuple[np.ndarray, list]:
-        """Probabilities for the windows in ``taken`` (and the windows kept)."""
-        if not self.on_device:
-            t0 = time.perf_counter()
-            probs = self.classifier.predict(buffer[: len(taken)])
-            self.phase_seconds["model"] += time.perf_counter() - t0
-            return probs, taken
-        from realtime.accel.gpu import gather_windows
-        t0 = time.perf_counter()
-        fast = self.classifier.fast                       # type: ignore[attr-defined]
-        x = fast.input_buffer(len(taken))
-        # Windows with a frame overwritten on the device since their handles were taken are skipped.
-        kept = [taken[i] for i in gather_windows(
-            [(item[0].device_ring, handles[:, 0], handles[:, 1]) for handles, item in zip(buffer, taken)], x)]
-        t1 = time.perf_counter()
-        self.phase_seconds["gather"] += t1 - t0
-        if not kept:
-            return np.zeros((0, len(self.classifier.labels)), np.float32), kept
-        probs = fast.predict(x[: len(kept)])
-        self.phase_seconds["model"] += time.perf_counter() - t1
-        return probs, kept
+        """Probabilities for the windows in ``taken`` (and the windows kept: the device path skips
+        a window with a frame overwritten since its handles were taken)."""
+        assert not any(slot.emit_lock.held() for slot, _ in taken), "lock order: no emit_lock around the model"
+        result = self.classifier.classify(buffer, [slot.store for slot, _ in taken])
+        self.phase_seconds["gather"] += result.gather_seconds
+        self.phase_seconds["model"] += result.model_seconds
+        return result.probs, [taken[i] for i in result.kept]
 
     def _run(self) -> None:
         try:
@@ -321,6 +302,7 @@ class InferenceWorker:
                 top_k=top_k(row, labels, self.top_k), latency_ms=(done - newest.captured_at) * 1000.0,
                 inference_ms=infer_ms, frame_indices=(oldest.index, newest.index))
             self.windows += 1
+            assert not CUDA_GRAPH_CAPTURE_LOCK.held(), "lock order: the capture gate is not held while publishing"
             with slot.emit_lock:
                 if slot.stale():
                     self.stale_windows += 1

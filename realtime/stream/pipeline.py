@@ -20,37 +20,27 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
-from realtime.stream.capture import PACE_FAST, Backoff, CaptureWorker
+from realtime.stream.capture import Backoff, CaptureWorker
 from realtime.config import Config, SourceConfig, apply_override, load_config, safe_stream_name
 from realtime.core.errors import RealtimeError
 from realtime.core.events import EventFactory, change_fields, smoothed_fields
 from realtime.core.health import HealthMonitor
-from realtime.stream.inference import EVERY, NEWEST, InferenceWorker, StreamSlot
+from realtime.stream.inference import InferenceWorker, StreamSlot
 from realtime.models import ClipClassifier, create_classifier
-from realtime.core.preprocess import prepare_frame
 from realtime.core.redact import host_of
-from realtime.stream.ring import DROP_OLDEST, WAIT, FrameRing
+from realtime.stream.ring import FrameRing, ring_capacity
+from realtime.stream.windows import BatchClassifier, batch_classifier
 from realtime.core.sampling import WindowSpec
 from realtime.core.smoothing import LabelSmoother, SmoothingParams
 from realtime.sinks import Sink, SinkRunner, build_sink, sinks_from_specs
 from realtime.sources import FrameSource, SourceInfo, check_source, classify_source, open_source
-from realtime.core.types import FrameMeta, Prediction, StreamStatus
+from realtime.core.types import BufferPolicy, FrameMeta, Pacing, Prediction, Schedule, StreamState, StreamStatus
 
 log = logging.getLogger(__name__)
 
 STOP_TIMEOUT = 2.0      # seconds capture, inference and the sinks each get to stop
 FORWARD_WAIT_UNKNOWN = 30.0   # bound on the wait for a batch in the model before any finished
 FORWARD_WAIT_MAX = 300.0      # bound on that wait, however slow the model has been
-TERMINAL_STATES = ("ended", "error")
-
-
-def warmup_batch_sizes(max_batch: int, compiled: bool) -> list[int]:
-    """The batch sizes to capture CUDA graphs for at start: all up to ``max_batch``, or with
-    ``torch.compile`` (seconds of compiling each) powers of two and ``max_batch``, the others
-    padded up to the next of them."""
-    if not compiled:
-        return list(range(1, max_batch + 1))
-    return sorted({min(1 << i, max_batch) for i in range(max_batch.bit_length() + 1)})
 
 
 def default_stream_name(info: SourceInfo) -> str:
@@ -124,6 +114,7 @@ class Pipeline:
         self._sources = list(sources) if sources is not None else ([source] if source else [])
         self._sinks = list(sinks) if sinks is not None else None
         self.classifier: Optional[ClipClassifier] = None
+        self.batch_classifier: Optional[BatchClassifier] = None   # host or device path, after load
         self.streams: list[StreamRuntime] = []
         self.runners: list[SinkRunner] = []
         self.inference: Optional[InferenceWorker] = None
@@ -165,7 +156,8 @@ class Pipeline:
             self.raise_error()
 
     # ------------------------------------------------------------------ build
-    def _build_classifier(self) -> ClipClassifier:
+    def _build_classifier(self) -> tuple[ClipClassifier, BatchClassifier]:
+        """The classifier, loaded and warmed up, and the path its windows take (host or device)."""
         if self._classifier is not None:
             classifier = self._classifier
         else:
@@ -175,18 +167,13 @@ class Pipeline:
         log.info("loading model %s", getattr(classifier, "name", "?"))
         t0 = time.monotonic()
         classifier.load()
-        fast = getattr(classifier, "fast", None)
-        if fast is not None and str(classifier.device).startswith("cuda"):
-            # Compile / capture CUDA graphs for every batch size now, not on the first windows.
-            sizes = warmup_batch_sizes(self.config.inference.max_batch, fast.compiled)
-            if fast.compiled:
-                fast.serve_batches(sizes)
-            fast.warmup(sizes)
         spec = self._window_spec(classifier)
+        batches = batch_classifier(classifier, preprocess=self.config.inference.preprocess,
+                                   num_frames=spec.num_frames, max_batch=self.config.inference.max_batch)
         log.info("model ready in %.1f s on %s: %d labels, %d frames per %.2f s window",
                  time.monotonic() - t0, classifier.device, len(classifier.labels),
                  spec.num_frames, spec.window_seconds)
-        return classifier
+        return classifier, batches
 
     def _window_spec(self, classifier: ClipClassifier) -> WindowSpec:
         m = self.config.model
@@ -201,7 +188,8 @@ class Pipeline:
                                deny=tuple(c.deny), min_allowed_mass=c.min_allowed_mass,
                                rename=dict(c.rename))
 
-    def _build_streams(self, classifier: ClipClassifier, spec: WindowSpec) -> list[StreamRuntime]:
+    def _build_streams(self, classifier: ClipClassifier, batches: BatchClassifier,
+                       spec: WindowSpec) -> list[StreamRuntime]:
         configs = self.config.stream_configs()
         if self._sources:
             configs = (configs * len(self._sources))[: len(self._sources)]
@@ -216,33 +204,20 @@ class Pipeline:
             while name in used:           # two cameras on one host: host, host-2, ...
                 name, n = f"{base}-{n}", n + 1
             used.add(name)
-            streams.append(self._build_stream(classifier, spec, sc, source, name))
+            streams.append(self._build_stream(classifier, batches, spec, sc, source, name))
         return streams
 
-    def _device_preprocessing(self, classifier: ClipClassifier) -> bool:
-        """Prepare frames with torch on the model's device (``inference.preprocess``)?"""
-        mode = self.config.inference.preprocess
-        fast = getattr(classifier, "fast", None)
-        if mode == "cpu" or fast is None:
-            return False
-        from realtime.accel.gpu import supports
-        ok = supports(classifier.input_spec) and fast.input_shape[0] == self._window_frames(classifier)
-        if mode == "device" and not ok:
-            log.warning("inference.preprocess=device: %s's preprocessing (%s) or window length is "
-                        "not supported on the device; using the CPU", classifier.name,
-                        classifier.input_spec.interpolation)
-        return ok and (mode == "device" or str(classifier.device).startswith("cuda"))
-
-    def _window_frames(self, classifier: ClipClassifier) -> int:
-        return self.config.model.num_frames or classifier.num_frames
-
-    def _build_stream(self, classifier: ClipClassifier, spec: WindowSpec, sc: SourceConfig,
-                      source: FrameSource, name: str) -> StreamRuntime:
-        fast_file = not source.info.live and sc.pace == PACE_FAST
+    def _build_stream(self, classifier: ClipClassifier, batches: BatchClassifier, spec: WindowSpec,
+                      sc: SourceConfig, source: FrameSource, name: str) -> StreamRuntime:
+        fast_file = not source.info.live and Pacing(sc.pace) is Pacing.FAST
         stride = self.config.window.stride_seconds
         span = spec.window_seconds + stride
-        ring = FrameRing(int(span * 30 * 1.25) + 8, policy=WAIT if fast_file else DROP_OLDEST)
-        slot = StreamSlot(name, ring, spec, stride, schedule=EVERY if fast_file else NEWEST)
+        ring = FrameRing(ring_capacity(span), policy=BufferPolicy.WAIT if fast_file else BufferPolicy.DROP_OLDEST)
+        # Where the frames live: the capture thread prepares each one through the store, and the
+        # ring holds what it returns (pixels, or handles to frames on the model's device).
+        store = batches.new_store(ring.capacity)
+        ring.on_grow = store.grow
+        slot = StreamSlot(name, ring, spec, stride, schedule=Schedule.EVERY if fast_file else Schedule.NEWEST, store=store)
         wake = self.wake
 
         def wake_if_due() -> None:        # after each frame, in the capture thread
@@ -250,24 +225,13 @@ class Pipeline:
                 wake.set()
 
         ring.on_push = wake_if_due
-        prepare = prepare_frame
-        if self._device_preprocessing(classifier):
-            from realtime.accel.gpu import DeviceFrameRing
-            fast = classifier.fast                            # type: ignore[attr-defined]
-            device_ring = DeviceFrameRing(ring.capacity + 16, classifier.input_spec, fast.device,
-                                          fast.dtype)
-            ring.on_grow = lambda n: device_ring.ensure_capacity(n + 16)
-            slot.device_ring = device_ring
-            # The capture thread uploads and prepares each frame once, on the device; the
-            # host ring keeps [slot, sequence] handles to it.
-            prepare = lambda bgr, _spec: device_ring.push_handle(bgr)  # noqa: E731
-        smoother = LabelSmoother(classifier.labels, self._smoothing_params(),
+        smoother = LabelSmoother(batches.labels, self._smoothing_params(),
                                  top_k=self.config.inference.top_k)
         self.smoothers[name] = smoother
         slot.on_reset.append(smoother.reset)      # a gap or reconnect starts smoothing afresh
         rc = sc.reconnect
         capture = CaptureWorker(
-            name, source, ring, classifier.input_spec, prepare, self.stop_event,
+            name, source, ring, classifier.input_spec, store.prepare, self.stop_event,
             self._on_status, pace=sc.pace, loop=sc.loop,
             backoff=Backoff(rc.initial_delay, max(rc.max_delay, rc.initial_delay)),
             max_attempts=rc.max_attempts, connect_attempts=sc.connect_attempts, gap_seconds=sc.gap_seconds, span_seconds=span,
@@ -298,7 +262,7 @@ class Pipeline:
         return None
 
     def _on_status(self, status: StreamStatus) -> None:
-        if status.state in TERMINAL_STATES:
+        if StreamState(status.state).terminal:
             # Held until the stream's last window is published: nothing of a stream follows its end.
             with self._held_lock:
                 self._held[status.stream] = status
@@ -353,7 +317,7 @@ class Pipeline:
             if runner.errors > self._sink_errors.get(runner.name, 0):
                 self._sink_errors[runner.name] = runner.errors
                 for stream in self.streams:
-                    self._on_status(StreamStatus(stream.name, "sink_error", runner.name,
+                    self._on_status(StreamStatus(stream.name, StreamState.SINK_ERROR, runner.name,
                                                  runner.last_error or "", wall=time.time(),
                                                  counters={"errors": runner.errors}))
 
@@ -373,11 +337,11 @@ class Pipeline:
                     self._frame_sinks.append(runner)
                 if callable(getattr(sink, "main_thread_step", None)):
                     self._ui_sinks.append(runner)
-            self.classifier = self._build_classifier()
+            self.classifier, self.batch_classifier = self._build_classifier()
             spec = self._window_spec(self.classifier)
-            self.streams = self._build_streams(self.classifier, spec)
+            self.streams = self._build_streams(self.classifier, self.batch_classifier, spec)
             self.inference = InferenceWorker(
-                [s.slot for s in self.streams], self.classifier, self.stop_event, self.wake,
+                [s.slot for s in self.streams], self.batch_classifier, self.stop_event, self.wake,
                 self._on_prediction, top_k=self.config.inference.top_k,
                 max_batch=self.config.inference.max_batch,
                 max_wait=self.config.inference.max_wait_ms / 1000.0, after_step=self._release_held)

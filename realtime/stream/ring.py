@@ -15,11 +15,18 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from realtime.core.types import FrameMeta
+from realtime.core.types import BufferPolicy, FrameMeta
 
-DROP_OLDEST = "drop_oldest"
-WAIT = "wait"
-POLICIES = (DROP_OLDEST, WAIT)
+
+DEFAULT_FPS = 30.0
+"""Frame rate assumed for a source that does not report one (and for sizing a ring before it
+does); a ring grows (:meth:`FrameRing.ensure_capacity`) when the real rate is higher."""
+
+
+def ring_capacity(span_seconds: float, fps: float = DEFAULT_FPS) -> int:
+    """Frames a ring needs to hold ``span_seconds`` (one window plus one stride) at ``fps``,
+    with a quarter more and 8 frames of margin for jitter in the frame times."""
+    return int(span_seconds * fps * 1.25) + 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,13 +41,11 @@ class RingStats:
 class FrameRing:
     """Bounded ring buffer of (image, FrameMeta) with overwrite-oldest semantics."""
 
-    def __init__(self, capacity: int, policy: str = DROP_OLDEST) -> None:
+    def __init__(self, capacity: int, policy: BufferPolicy = BufferPolicy.DROP_OLDEST) -> None:
         if capacity < 2:
             raise ValueError(f"ring capacity must be >= 2, got {capacity}")
-        if policy not in POLICIES:
-            raise ValueError(f"ring policy must be one of {POLICIES}, got {policy!r}")
         self.capacity = capacity
-        self.policy = policy
+        self.policy = BufferPolicy(policy)      # raises ValueError naming a bad one
         self._images: Optional[np.ndarray] = None   # (capacity, H, W, C), allocated on first push
         self._metas: list[Optional[FrameMeta]] = [None] * capacity
         self._head = 0          # slot of the next write
@@ -84,7 +89,7 @@ class FrameRing:
                 self._images = np.empty((self.capacity, *image.shape), dtype=image.dtype)
                 self._metas = [None] * self.capacity
                 self._head = self._size = 0
-            if self.policy == WAIT:
+            if self.policy is BufferPolicy.WAIT:
                 if not self._wait_for_room(timeout, should_stop):
                     return False
             if self._size == self.capacity:

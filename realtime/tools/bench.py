@@ -11,7 +11,7 @@ reference
     window processes all of its frames.
 ours
     Per-frame preprocessing as the pipeline does it (:func:`realtime.core.preprocess.prepare_frame`
-    on the CPU, :class:`realtime.accel.gpu.DeviceFrameRing` on CUDA), window assembly from
+    on the CPU, :class:`realtime.accel.device_ring.DeviceFrameRing` on CUDA), window assembly from
     the ring, and :class:`realtime.accel.fast_model.FastModel` (bf16/fp16 on CUDA, SDPA, CUDA
     graphs). Streaming: a frame is prepared once, when it arrives, so a window costs
     only the frames captured since the previous one, ``round(stride * fps)`` (15 at
@@ -350,7 +350,7 @@ class _OursDevice:
     """The device path: DeviceFrameRing.push per new frame, gather into the model's input buffer."""
 
     def __init__(self, subject: _Subject, capacity: int, device: torch.device, dtype: torch.dtype) -> None:
-        from realtime.accel.gpu import DeviceFrameRing
+        from realtime.accel.device_ring import DeviceFrameRing
 
         self.ring = DeviceFrameRing(capacity, subject.spec, device, dtype)
         self.description = f"device DeviceFrameRing ({subject.spec.interpolation}, {self.ring.device})"
@@ -367,7 +367,7 @@ class _OursDevice:
 def _run_ours(subject: _Subject, frames_bgr: list[np.ndarray], device: torch.device, dtype: torch.dtype,
               opts: BenchOptions, batches: Sequence[int], repeats: int, warmup: int,
               new_frames: int) -> dict[str, Any]:
-    from realtime.accel.gpu import supports
+    from realtime.accel.resample import supports
     from realtime.accel.fast_model import FastModel
 
     t = subject.num_frames
@@ -457,7 +457,7 @@ def _run_ours(subject: _Subject, frames_bgr: list[np.ndarray], device: torch.dev
 
 def run_bench(opts: BenchOptions) -> dict[str, Any]:
     """Run both paths; the result dict is what ``--json`` writes (see :func:`format_table`)."""
-    from realtime.accel.fast_model import resolve_device, resolve_dtype
+    from realtime.accel.device import resolve_device, resolve_dtype
 
     try:
         device = resolve_device(opts.device)

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from realtime.accel.device import DeviceError, resolve_device
 from realtime.core.errors import ConfigError
 from realtime.tools.finetune.options import EvalResult, FineTuneOptions
 
@@ -162,8 +163,8 @@ def _batches(n: int, batch_size: int, generator: torch.Generator, shuffle: bool 
 
 
 def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"--device {name}: CUDA is not available here")
-    return torch.device(name)
+    """``--device``, by the one rule (:func:`realtime.accel.device.resolve_device`)."""
+    try:
+        return resolve_device(name)
+    except DeviceError as exc:
+        raise ConfigError(f"--device {name}: {exc}") from exc
