@@ -24,7 +24,7 @@ $PY -c "import torch, transformers, cv2; print('torch', torch.__version__, 'tran
 if [[ "$STEPS" == *" tests "* ]]; then
 step "CUDA tests"
 timeout "${TEST_TIMEOUT:-240}" $PY -m pytest -q -rs -p no:cacheprovider -o timeout=120 \
-  tests/test_fast.py tests/test_gpu_preprocess.py tests/test_pipeline_device.py tests/test_bench.py tests/test_capture_gate.py \
+  tests/integration/test_fast.py tests/unit/test_gpu_preprocess.py tests/integration/test_pipeline_device.py tests/integration/test_bench.py tests/unit/test_capture_gate.py tests/unit/test_window_paths.py \
   >"$OUT/pytest.log" 2>&1
 echo "pytest rc=$?"; grep -E "passed|failed|error" "$OUT/pytest.log" | tail -3
 grep -E "^(FAILED|ERROR)" "$OUT/pytest.log" | head -20

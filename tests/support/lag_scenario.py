@@ -15,9 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # tests/, for conftest's fakes
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # tests/, for support.fakes
 
-from conftest import FakeCamera, ScriptedClassifier  # noqa: E402
+from support.fakes import ScriptedClassifier  # noqa: E402
+from support.fakes import FakeCamera
 from realtime.config import load_config  # noqa: E402
 from realtime.stream.pipeline import Pipeline  # noqa: E402
 

@@ -10,7 +10,7 @@ from realtime.stream.capture import CaptureWorker
 from realtime.stream.ring import FrameRing
 from realtime.core.types import InputSpec
 
-from conftest import FakeCamera
+from support.fakes import FakeCamera
 
 SPEC = InputSpec(resize_short=48, crop=(48, 48))
 

@@ -10,7 +10,7 @@ import pytest
 from realtime.config import load_config
 from realtime.stream.pipeline import Pipeline
 
-from conftest import ScriptedClassifier
+from support.fakes import ScriptedClassifier
 from support.rtsp import RtspServer, rtsp_available
 
 pytestmark = pytest.mark.network

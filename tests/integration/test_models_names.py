@@ -26,7 +26,7 @@ from realtime.models.hf import HUB_PROBE_TIMEOUT_S, HFVideoClassifier
 
 from conftest import write_video
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 HUB_MODEL = "MCG-NJU/videomae-base-finetuned-kinetic"   # plausible, absent from the (empty) cache
 FAST_S = 10.0       # before the fix an unreachable hub took about 25 s (huggingface_hub's retries)
 

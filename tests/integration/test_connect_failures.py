@@ -19,7 +19,8 @@ from urllib.parse import quote
 
 import pytest
 
-from conftest import REPO, ScriptedClassifier
+from conftest import REPO
+from support.fakes import ScriptedClassifier
 from realtime.config import load_config
 from realtime.core.errors import SourceError
 from realtime.sources.netprobe import diagnose

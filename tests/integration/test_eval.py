@@ -17,7 +17,8 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import SHARED_CLIPS, ScriptedClassifier, i3d_weights_or_skip, write_video
+from conftest import SHARED_CLIPS, i3d_weights_or_skip, write_video
+from support.fakes import ScriptedClassifier
 from realtime.tools.evaluate import run as evaluate_module
 from realtime.config import load_config
 from realtime.core.errors import ConfigError, SourceError

@@ -538,7 +538,7 @@ def test_default_endpoints_agree_and_listen_parser_does_not_load_pyzmq() -> None
     code = ("import sys, argparse; from realtime.cli.listen import add_parser; "
             "add_parser(argparse.ArgumentParser().add_subparsers()); print('zmq' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
-                         cwd=Path(__file__).resolve().parents[1])
+                         cwd=Path(__file__).resolve().parents[2])
     assert out.stdout.strip() == "False", out.stderr
 
 
@@ -572,7 +572,7 @@ def test_listen_exits_0_on_ctrl_c() -> None:
                 "sys.exit(cmd_listen(p.parse_args(sys.argv[1:])))")
         proc = subprocess.Popen([sys.executable, "-c", code, "listen", "-e", pub.sink.bound_endpoint or ""],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                cwd=Path(__file__).resolve().parents[1])
+                                cwd=Path(__file__).resolve().parents[2])
         try:
             assert proc.stdout is not None
             ready, _, _ = select.select([proc.stdout], [], [], DEADLINE)

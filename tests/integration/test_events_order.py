@@ -14,7 +14,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import FakeCamera, ScriptedClassifier
+from support.fakes import FakeCamera, ScriptedClassifier
 from realtime.config import load_config
 from realtime.core.errors import ConfigError
 from realtime.core.health import HealthMonitor

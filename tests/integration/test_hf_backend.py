@@ -40,7 +40,7 @@ try:
 except ImportError:  # run with tests/ (not the repository root) on sys.path
     from support.tiny_models import make_tiny_timesformer, make_tiny_videomae
 
-CLIPS_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "clips"
+CLIPS_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "clips"
 CLIP_SUFFIXES = (".mp4", ".mkv", ".avi")
 LABELS = ("walking the dog", "tying a tie", "juggling", "archery", "yoga")
 

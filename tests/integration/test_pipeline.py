@@ -12,7 +12,7 @@ from realtime.core.errors import RealtimeError
 from realtime.stream.pipeline import Pipeline
 from realtime.sinks.jsonl import JsonlSink
 
-from conftest import FakeCamera, ScriptedClassifier
+from support.fakes import FakeCamera, ScriptedClassifier
 
 
 def config(*overrides):

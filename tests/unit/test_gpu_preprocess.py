@@ -38,7 +38,7 @@ from realtime.models.i3d import INPUT_SPEC as I3D_SPEC
 from realtime.core.preprocess import normalize, prepare_frame
 from realtime.core.types import InputSpec
 
-CLIPS_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "clips"
+CLIPS_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "clips"
 CLIP_NAMES = ("abseiling.mp4", "arm_wrestling.mp4", "flipping_pancake.mkv", "shooting_basketball.avi")
 
 UINT8_BOUND = 0            # levels

@@ -38,7 +38,7 @@ from realtime.models.i3d import (
 )
 from realtime.core.preprocess import normalize, prepare_frame
 
-CLIPS_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "clips"
+CLIPS_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "clips"
 REFERENCE = CLIPS_DIR / "reference_i3d.json"
 CLIP_NAMES = ("abseiling.mp4", "arm_wrestling.mp4", "flipping_pancake.mkv", "shooting_basketball.avi")
 WINDOWS = (32, 64)

@@ -26,7 +26,7 @@ from realtime.config import build_config
 
 from conftest import make_meta
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SOURCE_BGR = (40, 90, 160)          # the synthetic frames' colour (no overlay colour is close)
 
 
@@ -274,7 +274,7 @@ def test_registry_builds_the_overlay_sink(tmp_path):
 def test_pipeline_writes_an_annotated_video(make_video, tmp_path):
     from realtime.config import load_config
     from realtime.stream.pipeline import Pipeline
-    from conftest import ScriptedClassifier
+    from support.fakes import ScriptedClassifier
 
     clip = make_video(frames=30, fps=30.0)
     out = tmp_path / "annotated.mp4"
