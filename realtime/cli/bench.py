@@ -68,7 +68,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def cmd_bench(args: argparse.Namespace) -> int:
     """Run the benchmark, print the table, write --json."""
-    from realtime.tools.bench import BenchOptions, format_table, parse_batches, parse_frames, run_bench, write_json
+    from realtime.tools.bench import BenchOptions, parse_batches, parse_frames, run_bench
+    from realtime.tools.bench_report import format_table, write_json
 
     setup_logging(args.log_level)
     try:

@@ -58,7 +58,8 @@ def create_classifier(name: str, *, device: str = "auto", dtype: str = "auto",
     if suggestion is not None:
         raise ConfigError(f"unknown model '{name}': did you mean '{suggestion}'? (built in: "
                           f"{', '.join(BUILTIN_MODELS)}; else a model directory or a Hugging Face hub id)")
-    from realtime.models.hf import HFVideoClassifier, model_source
+    from realtime.models.hf import HFVideoClassifier
+    from realtime.models.hub import model_source
     model_source(name)   # a missing directory or a malformed hub id fails here, not at load()
     return HFVideoClassifier(name, device=device, dtype=dtype, sdpa_backend=sdpa_backend, compile=compile)
 

@@ -32,9 +32,7 @@ processor; its reference is ``VideoMAEImageProcessor`` configured to I3D's input
 from __future__ import annotations
 
 import copy
-import json
 import logging
-import platform
 import re
 import time
 from dataclasses import dataclass, field
@@ -48,6 +46,7 @@ from torch import nn
 from realtime.core.errors import ConfigError
 from realtime.core.preprocess import normalize, prepare_frame
 from realtime.core.types import InputSpec
+from realtime.tools.bench_measure import count_gflops, device_name, latency_stats, sync_device, synthetic_frames
 
 logger = logging.getLogger(__name__)
 
@@ -138,7 +137,7 @@ class _Subject:
 # --------------------------------------------------------------------------- models
 
 
-def _random_videomae(name: str, seed: int) -> tuple[nn.Module, Any]:
+def random_videomae(name: str, seed: int) -> tuple[nn.Module, Any]:
     from transformers import VideoMAEConfig, VideoMAEForVideoClassification, VideoMAEImageProcessor
 
     config = VideoMAEConfig(image_size=224, patch_size=16, tubelet_size=2, num_frames=16, num_channels=3,
@@ -153,7 +152,7 @@ def _random_videomae(name: str, seed: int) -> tuple[nn.Module, Any]:
 
 def _load_subject(opts: BenchOptions, device: torch.device, dtype: torch.dtype) -> _Subject:
     from realtime.accel.fast_model import hf_forward, i3d_forward
-    from realtime.models.hf import input_spec_from_processor
+    from realtime.models.hf_inputs import input_spec_from_processor
 
     name = opts.model
     if name == I3D_MODEL:
@@ -174,7 +173,7 @@ def _load_subject(opts: BenchOptions, device: torch.device, dtype: torch.dtype) 
                         {"window": "32 consecutive frames (I3D default)"})
 
     if name in RANDOM_VIDEOMAE:
-        model, processor = _random_videomae(name, opts.seed)
+        model, processor = random_videomae(name, opts.seed)
         spec = input_spec_from_processor(processor.to_dict(), "videomae", 224)
         ours_module = copy.deepcopy(model)
         reference = model
@@ -210,63 +209,6 @@ def _load_subject(opts: BenchOptions, device: torch.device, dtype: torch.dtype) 
         reference.set_attn_implementation("eager")
     reference.to(device)   # textbook .to(device): plain tensor attributes stay where they are
     return _Subject(name, "hf", reference, ours_module, hf_forward, spec, num_frames, processor, num_labels, info)
-
-
-# --------------------------------------------------------------------------- helpers
-
-
-def synthetic_frames(count: int, width: int, height: int, seed: int = 0) -> list[np.ndarray]:
-    """``count`` distinct BGR uint8 frames: moving gradients plus noise (content does not change timings)."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:height, 0:width]
-    base = np.stack([(xx * 255 // max(1, width - 1)), (yy * 255 // max(1, height - 1)),
-                     ((xx + yy) * 255 // max(1, width + height - 2))], axis=-1).astype(np.int32)
-    frames = []
-    for i in range(count):
-        noise = rng.integers(0, 48, (height, width, 3), dtype=np.int32)
-        frames.append(((base + noise + 9 * i) % 256).astype(np.uint8))
-    return frames
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def latency_stats(samples_ms: Sequence[float]) -> dict[str, float]:
-    """p50, p99 (linear interpolation between samples), mean, min, max and n of ``samples_ms``."""
-    a = np.asarray(samples_ms, dtype=np.float64)
-    return {"p50": float(np.percentile(a, 50)), "p99": float(np.percentile(a, 99)), "mean": float(a.mean()),
-            "min": float(a.min()), "max": float(a.max()), "n": int(a.size)}
-
-
-def count_gflops(run: Callable[[], Any], device: torch.device) -> float:
-    """GFLOPs of ``run()`` (one forward) by ``FlopCounterMode``; oneDNN is switched off meanwhile so
-    every convolution goes through the counted ``aten.convolution``."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    counter = FlopCounterMode(display=False)
-    mkldnn = torch.backends.mkldnn.enabled
-    torch.backends.mkldnn.enabled = False
-    try:
-        with counter:
-            run()
-        _sync(device)
-    finally:
-        torch.backends.mkldnn.enabled = mkldnn
-    return counter.get_total_flops() / 1e9
-
-
-def _device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    try:
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "cpu"
 
 
 # --------------------------------------------------------------------------- the two paths
@@ -385,7 +327,7 @@ def _run_ours(subject: _Subject, frames_bgr: list[np.ndarray], device: torch.dev
     path = _OursDevice(subject, capacity, device, dtype) if use_device else _OursCPU(subject, capacity)
     for i in range(capacity):                       # fill the ring once
         path.put(frames_bgr[i % len(frames_bgr)])
-    _sync(device)
+    sync_device(device)
     started = time.perf_counter()
     fast.warmup(batches)
     warmup_s = time.perf_counter() - started
@@ -395,7 +337,7 @@ def _run_ours(subject: _Subject, frames_bgr: list[np.ndarray], device: torch.dev
     for i in range(max(8, new_frames)):
         t0 = time.perf_counter()
         path.put(frames_bgr[i % len(frames_bgr)])
-        _sync(device)
+        sync_device(device)
         per_frame.append((time.perf_counter() - t0) * 1e3)
 
     frame_i = 0
@@ -404,7 +346,7 @@ def _run_ours(subject: _Subject, frames_bgr: list[np.ndarray], device: torch.dev
     for batch in batches:
         prep, fwd, total = [], [], []
         for r in range(warmup + repeats):
-            _sync(device)
+            sync_device(device)
             t0 = time.perf_counter()
             last: list[int] = []
             for _ in range(batch * new_frames):     # every window of the batch brings its new frames
@@ -433,7 +375,7 @@ def _run_ours(subject: _Subject, frames_bgr: list[np.ndarray], device: torch.dev
     # assembly and the model.
     newest_frame = []
     for r in range(warmup + repeats):
-        _sync(device)
+        sync_device(device)
         t0 = time.perf_counter()
         newest = path.put(frames_bgr[frame_i % len(frames_bgr)])
         frame_i += 1
@@ -509,7 +451,7 @@ def run_bench(opts: BenchOptions) -> dict[str, Any]:
     return {
         "schema": SCHEMA,
         "model": subject.name, "model_kind": subject.kind, "num_labels": subject.num_labels, **subject.info,
-        "device": str(device), "device_name": _device_name(device), "torch": torch.__version__,
+        "device": str(device), "device_name": device_name(device), "torch": torch.__version__,
         "transformers": transformers.__version__, "cpu_threads": torch.get_num_threads(),
         "frames": {"width": width, "height": height, "fps": opts.fps, "synthetic": True},
         "window": {"num_frames": subject.num_frames, "input_shape": [subject.num_frames, 3, *subject.spec.crop],
@@ -529,56 +471,3 @@ def run_bench(opts: BenchOptions) -> dict[str, Any]:
         "ours": ours,
         "ratios": ratios,
     }
-
-
-def _fmt(value: Optional[float], spec: str = ".1f") -> str:
-    return "-" if value is None else format(value, spec)
-
-
-def format_table(result: dict[str, Any]) -> str:
-    """The human-readable report of a :func:`run_bench` result."""
-    ref, ours, ratios = result["reference"], result["ours"], result["ratios"]
-    win, frames = result["window"], result["frames"]
-    lines = [
-        f"realtime bench: {result['model']} on {result['device']} ({result['device_name']}), "
-        f"torch {result['torch']}, transformers {result['transformers']}, {result['cpu_threads']} CPU threads",
-        f"frames {frames['width']}x{frames['height']} synthetic at {frames['fps']:g} fps; window "
-        f"{win['num_frames']} frames {tuple(win['input_shape'])}; stride {win['stride_seconds']:g} s "
-        f"= {win['new_frames']} new frames per window",
-        f"GFLOPs per window: {result['gflops_per_window']:.1f}",
-        f"reference: {ref['processor']} (cpu) + model {ref['dtype']} attn={ref['attn']} on {ref['model_device']}",
-        f"ours:      {ours['preprocess']} + FastModel {ours['dtype']} attn={ours['attn']} "
-        f"({ours.get('sdpa_backend', 'auto')} kernel) "
-        f"cuda_graphs={ours['cuda_graphs']} compile={ours['compile']}; "
-        f"{ours['preprocess_ms_per_frame']:.2f} ms per frame",
-        "",
-        f"{'path':<10} {'batch':>5} {'prep ms':>9} {'model ms':>9} {'p50 ms':>9} {'p99 ms':>9} "
-        f"{'win/s e2e':>10} {'win/s model':>11} {'TFLOP/s':>8}",
-    ]
-    lat = ref["latency_ms"]
-    lines.append(f"{'reference':<10} {1:>5} {ref['preprocess_ms']:>9.1f} {ref['forward_ms']:>9.1f} "
-                 f"{lat['p50']:>9.1f} {lat['p99']:>9.1f} {ref['windows_per_s']:>10.2f} "
-                 f"{ref['model_windows_per_s']:>11.2f} {ref['tflops']:>8.3f}")
-    for entry in ours["throughput"]:
-        lat_o = ours["latency_ms"] if entry["batch"] == 1 else {}
-        lines.append(f"{'ours':<10} {entry['batch']:>5} {entry['preprocess_ms']:>9.1f} {entry['forward_ms']:>9.1f} "
-                     f"{_fmt(lat_o.get('p50')):>9} {_fmt(lat_o.get('p99')):>9} "
-                     f"{entry['end_to_end_windows_per_s']:>10.2f} {entry['model_windows_per_s']:>11.2f} "
-                     f"{entry['tflops']:>8.3f}")
-    lines.append("")
-    parts = [f"latency p50 {ratios['latency_p50']:.3f}x ({1 / ratios['latency_p50']:.1f}x faster), "
-             f"p99 {ratios['latency_p99']:.3f}x"]
-    parts.append(f"windows/s end to end {ratios['windows_per_s_best']:.2f}x (batch "
-                 f"{ratios['windows_per_s_best_batch']}), model only {ratios['model_windows_per_s_best']:.2f}x "
-                 f"(batch {ratios['model_windows_per_s_best_batch']})")
-    lines.append("ours/reference: " + "; ".join(parts))
-    live = ours["latency_newest_frame_ms"]
-    lines.append(f"live camera (earlier frames prepared as they arrived; the newest frame + window + model, "
-                 f"batch 1): p50 {live['p50']:.2f} ms, p99 {live['p99']:.2f} ms "
-                 f"({1 / ratios['latency_newest_frame_p50']:.1f}x faster than the reference)")
-    lines.append(f"({ref['latency_ms']['n']} timed windows per row; {result['convention']})")
-    return "\n".join(lines)
-
-
-def write_json(result: dict[str, Any], path: str | Path) -> None:
-    Path(path).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")

@@ -59,8 +59,8 @@ def _classifier(model: str, device: str, workdir: Path, sdpa_backend: str = "aut
     from realtime.models import create_classifier
     from realtime.models.hf import HFVideoClassifier
     if model.startswith("videomae-") and model.endswith("-random"):
-        from realtime.tools.bench import _random_videomae
-        net, processor = _random_videomae(model, seed=0)
+        from realtime.tools.bench import random_videomae
+        net, processor = random_videomae(model, seed=0)
         net.save_pretrained(workdir / model)
         processor.save_pretrained(workdir / model)
         return HFVideoClassifier(str(workdir / model), device=device, sdpa_backend=sdpa_backend)
@@ -72,7 +72,7 @@ def run_stream_bench(model: str, device: str, streams: int, seconds: float, fps:
                      max_wait_ms: float = 0.0, preprocess: str = "auto",
                      sampled_frames_only: bool = True, sdpa_backend: str = "auto") -> dict[str, Any]:
     """Run ``streams`` synthetic live cameras for ``seconds``; per-stream rates and frame ages."""
-    from realtime.tools.bench import synthetic_frames
+    from realtime.tools.bench_measure import synthetic_frames
     from realtime.stream.pipeline import Pipeline
 
     width, height = frame_size

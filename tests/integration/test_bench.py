@@ -8,14 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from realtime.tools.bench import (
-    BenchOptions,
-    format_table,
-    latency_stats,
-    parse_batches,
-    parse_frames,
-    run_bench,
-)
+from realtime.tools.bench import BenchOptions, parse_batches, parse_frames, run_bench
+from realtime.tools.bench_measure import latency_stats
+from realtime.tools.bench_report import format_table
 from realtime.cli.bench import add_parser
 from realtime.core.errors import ConfigError
 

@@ -26,12 +26,8 @@ from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 from realtime.core.errors import ModelError
 from realtime.models.base import ClipClassifier
-from realtime.models.hf import (
-    HFVideoClassifier,
-    input_spec_from_processor,
-    resample_indices,
-    window_seconds_for,
-)
+from realtime.models.hf import HFVideoClassifier
+from realtime.models.hf_inputs import input_spec_from_processor, resample_indices, window_seconds_for
 from realtime.core.preprocess import hf_resized_size, normalize, prepare_frame, resized_size
 from realtime.core.types import InputSpec
 

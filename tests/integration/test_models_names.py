@@ -22,7 +22,8 @@ import pytest
 
 from realtime.core.errors import ConfigError, ModelError
 from realtime.models import I3D_NAME, create_classifier, near_builtin
-from realtime.models.hf import HUB_PROBE_TIMEOUT_S, HFVideoClassifier
+from realtime.models.hf import HFVideoClassifier
+from realtime.models.hub import HUB_PROBE_TIMEOUT_S
 
 from conftest import write_video
 

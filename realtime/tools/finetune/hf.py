@@ -37,8 +37,8 @@ def _finetune_hf(dataset: Dataset, train_idx: list[int], val_idx: list[int], out
     from transformers import AutoConfig, AutoModelForVideoClassification
     from transformers.models.auto.modeling_auto import MODEL_FOR_VIDEO_CLASSIFICATION_MAPPING_NAMES
 
-    from realtime.models.hf import (
-        _square_image_size,
+    from realtime.models.hf_inputs import (
+        square_image_size,
         default_processor_settings,
         input_spec_from_processor,
         window_seconds_for,
@@ -63,8 +63,8 @@ def _finetune_hf(dataset: Dataset, train_idx: list[int], val_idx: list[int], out
     if settings_file is not None:
         settings = json.loads(settings_file.read_text(encoding="utf-8"))
     else:
-        settings = default_processor_settings(model_type, _square_image_size(config))
-    spec = input_spec_from_processor(settings, model_type, _square_image_size(config))
+        settings = default_processor_settings(model_type, square_image_size(config))
+    spec = input_spec_from_processor(settings, model_type, square_image_size(config))
     window = opts.window_seconds or window_seconds_for(config, num_frames)
     fps = num_frames / window
     labels = list(dataset.labels)
