@@ -1,8 +1,8 @@
 """Per-frame preprocessing on the model's device: resampling plans and :class:`FramePreprocessor`.
 
 The CPU path (:func:`realtime.core.preprocess.prepare_frame` once per frame, then
-:func:`realtime.core.preprocess.normalize` per window) costs about 0.65 ms of CPU per
-1280x720 frame and a float copy per window. On a GPU the same work is a handful
+:func:`realtime.core.preprocess.normalize` per window) costs CPU time per frame and a
+float copy per window (docs/performance.md). On a GPU the same work is a handful
 of small kernels: of each decoded uint8 frame only the rows and columns the resize
 reads are copied into a pinned host buffer and uploaded once (``non_blocking``),
 then resized, centre cropped, flipped BGR->RGB and normalised into a slot of a
@@ -33,8 +33,8 @@ model dtype is the one the classifiers do. On CPU tensors the result is
 bit-identical to ``normalize(prepare_frame(frame))`` (tested on real and synthetic
 frames against the OpenCV and torch builds installed); the CUDA kernels are the
 same integer and correctly rounded float32 operations. On a CPU this integer
-version is much slower than :func:`~realtime.core.preprocess.prepare_frame` (about 20 ms
-against 0.7 ms for a 720p antialiased frame): there it exists for testing only. ``"area"`` and
+version is much slower than :func:`~realtime.core.preprocess.prepare_frame`: there it
+exists for testing only. ``"area"`` and
 ``"cubic"`` (OpenCV) are not implemented here: use the CPU path for them.
 """
 

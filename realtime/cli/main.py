@@ -249,8 +249,8 @@ def exit_process(code: int) -> NoReturn:
 
     By then every event is written and every sink closed, so the process leaves through
     ``os._exit`` after the ``atexit`` handlers and a flush of stdout, stderr and the log:
-    tearing down the interpreter with torch and transformers loaded takes about 1 s (2 s on a
-    busy 2-core machine) and writes nothing. Where one of our threads is still inside a
+    tearing down the interpreter with torch and transformers loaded takes a second or more and
+    writes nothing. Where one of our threads is still inside a
     forward pass (or a camera read), interpreter shutdown can end in ``terminate called`` and
     SIGABRT; then the ``atexit`` handlers are skipped too, since they may wait on that thread."""
     stuck = live_threads()

@@ -10,18 +10,18 @@ training clips per class). Kinetics I3D's high-level features are dominated by
 appearance: with a handful of clips per class every classifier on ``Mixed_5c``
 or ``Mixed_4f`` - pooled linear, a 3-D conv head over the T x H x W map, or
 ``Mixed_5b``/``Mixed_5c`` themselves retrained - learnt left/right/up/down but
-stayed at chance on clockwise vs anticlockwise (67-92 % overall). The direction
+stayed at chance on clockwise vs anticlockwise. The direction
 of time *is* in the features, under the appearance: the difference between a
 layer's output for a clip and for the same clip played backwards (flipped back
 into line) cancels everything that looks the same either way. That
 time-antisymmetric part of ``Mixed_3c``, averaged over time and space and
 standardised, separates all four classes with a strongly regularised linear
-read-out (100 % on clips of another seed; see :class:`HeadConfig`). The
+read-out (docs/performance.md has the measurements; see :class:`HeadConfig`). The
 default ``motion`` head adds it to I3D's pooled ``Mixed_5c`` features, at a
 smaller weight (kept for activities that differ in what is seen, e.g.
 exercises). The cost is a second pass of the clip, played backwards, through the
 blocks up to
-``Mixed_3c`` (about 1.8x the compute of plain I3D).
+``Mixed_3c`` (the measured cost is in docs/performance.md).
 
 Saving, loading and classifying with it are :mod:`realtime.models.finetuned`; this
 module is only the ``torch`` modules and the layer names they are cut at.
@@ -99,12 +99,9 @@ class HeadConfig:
     weight of the squared norm of the linear layers' weights added to the loss; with ten
     clips per class a strongly regularised linear read-out generalises best.
 
-    Measured (10 generated clips per class of left/right/clockwise/anticlockwise, 4 views
-    each, judged on 24 clips of another seed; logistic regression on the cached features):
-    pooled ``Mixed_5c`` alone 50-58 % (it cannot tell clockwise from anticlockwise, nor
-    reliably left from right); the pooled motion map alone 100 %; both at equal weight
-    79-88 %; both with the appearance input scaled by 0.3 and ``l2`` 0.3, 100 %. Keeping
-    the motion map's time axis, or a 3-D conv net over it, did worse (63-83 %).
+    The defaults (appearance input scaled by 0.3, ``l2`` 0.3) are the ones that separated
+    motion-only classes on clips of another seed; the comparison with the alternatives is
+    in docs/performance.md.
     """
 
     kind: str = "motion"

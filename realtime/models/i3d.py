@@ -16,8 +16,8 @@ matter for numerics are kept:
 
 Tensors are NCTHW inside the network, stored channels-last (NTHWC in memory,
 the layout oneDNN and cuDNN are fastest with). Input is RGB in [-1, 1], 224x224,
-at least :data:`MIN_FRAMES` frames. On a 2-core CPU a 32-frame window takes
-about 0.65 s, a 64-frame one about 1.3 s (float32, batch 1).
+at least :data:`MIN_FRAMES` frames. Its time per window grows with the frames per window
+(docs/performance.md has the measured times).
 
 The class names in ``data/kinetics400_labels.txt`` (line i = class i) come from
 open-mmlab/mmaction2, ``tools/data/kinetics/label_map_k400.txt`` (Apache-2.0).
@@ -91,8 +91,8 @@ def _conv3d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
     """``F.conv3d``, sent straight to oneDNN on CPU.
 
     For batch 1, PyTorch's backend heuristic (tuned for 2-D) sends 3x3x3 convs
-    with few channels to its native "slow_conv3d" kernel, which is 2-6x slower
-    than oneDNN for I3D's layers and returns contiguous rather than
+    with few channels to its native "slow_conv3d" kernel, which is several times
+    slower than oneDNN for I3D's layers and returns contiguous rather than
     channels-last tensors (making the next layers slower still). oneDNN is used
     for every conv when it is available and enabled; the result is the same
     convolution up to float rounding.
