@@ -184,8 +184,18 @@ def sink_types() -> set[str]:
 
 def load_config(path: Optional[str | Path] = None, overrides: Iterable[str] = (),
                 prepare: Optional[Callable[[dict[str, Any]], None]] = None) -> Config:
-    """Defaults, then the YAML file (if any), then ``prepare(data)`` (the command line's
-    ``--sink`` list), then each ``key.path=value`` override."""
+    """The settings of a run: defaults, then the YAML file, then ``prepare``, then overrides.
+
+    Args:
+        path: a YAML file or a preset name (``fitness``, ``rtsp``, ...); None for the defaults.
+        overrides: ``key.path=value`` texts, as ``--set`` takes them.
+        prepare: called with the raw settings dict before the overrides (the command line
+            adds its ``--sink`` list here).
+
+    Returns:
+        A validated :class:`~realtime.config.schema.Config`. Raises ConfigError naming the
+        file, line or key at fault and what is allowed.
+    """
     data: dict[str, Any] = read_yaml(path) if path else {}
     origin = str(path) if path else "defaults"
     if prepare is not None:

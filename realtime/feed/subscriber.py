@@ -230,10 +230,17 @@ def _decode(frames: list[bytes]) -> Optional[tuple[str, dict[str, Any]]]:
 def subscribe(endpoint: str = DEFAULT_ENDPOINT, topics: Iterable[str] = ("",),
               timeout: Optional[float] = None,
               curve: Optional[CurveSpec] = None) -> Iterator[tuple[str, dict[str, Any]]]:
-    """Yield ``(topic, event)`` from the feed at ``endpoint``, for topics starting with ``topics``.
+    """Read a running pipeline's label feed.
 
-    Ends after ``timeout`` seconds without a message (None: never). The socket
-    is closed when the loop ends or the generator is closed/garbage-collected.
+    Args:
+        endpoint: the ZeroMQ endpoint the pipeline's ``zmq`` sink publishes on.
+        topics: topic prefixes to receive (``"change."``, ``"status.cam1"``; ``""``: all).
+        timeout: end after this many seconds without a message (None: never).
+        curve: client keys and the server's public key for a CurveZMQ feed.
+
+    Yields:
+        ``(topic, event)``: the event as the JSON Schema describes it (``load_schema()``).
+        The socket is closed when the loop ends or the generator is closed.
     """
     with Subscriber(endpoint, topics, timeout=timeout, curve=curve) as sub:
         yield from sub

@@ -96,7 +96,20 @@ class StreamRuntime:
 
 
 class Pipeline:
-    """A running recognizer. Components may be injected (tests, embedding programs)."""
+    """A running recognizer: capture threads, the inference thread and the sinks of a config.
+
+    Args:
+        config: the settings (:func:`make_config` or :func:`realtime.config.load_config`).
+        classifier: a classifier to use instead of ``config.model`` (loaded at ``start()``).
+        source, sources: frame sources to use instead of the configured ones.
+        sinks: sink objects to use instead of ``config.sinks``.
+        on_event: called with every event as the sinks see it (a JSON-ready dict).
+        on_prediction: called with every classified window and its probabilities.
+
+    ``start()`` / ``wait()`` / ``stop()``, or ``run(duration)``, or ``with``; callbacks run on
+    the pipeline's threads, so keep them short. :meth:`create` builds one from the same
+    pieces as the command line.
+    """
 
     def __init__(self, config: Config, *, classifier: Optional[ClipClassifier] = None,
                  source: Optional[FrameSource] = None, sources: Optional[Sequence[FrameSource]] = None,

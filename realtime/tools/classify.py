@@ -58,7 +58,21 @@ class ClipResult:
 
 def classify_file(path: str, config: Config, classifier: Optional[ClipClassifier] = None,
                   stride: Optional[float] = None, progress: bool = True) -> ClipResult:
-    """Run ``classifier`` over every window of ``path`` and average the probabilities."""
+    """Classify a whole video file: every window at the stride, probabilities averaged.
+
+    Args:
+        path: the video file.
+        config: the settings (model, window, smoothing.enter as the "uncertain" threshold);
+            its source and sinks are replaced (the file, read as fast as the model goes).
+        classifier: a loaded or unloaded classifier to use instead of ``config.model``.
+        stride: seconds between windows (default: ``config.window.stride_seconds``).
+        progress: show a progress bar with an ETA on stderr.
+
+    Returns:
+        A :class:`ClipResult`: the model's labels, each window's :class:`Prediction`, the mean
+        probabilities (``top(k)``, ``uncertain``) and the frames read. Raises SourceError for
+        a file that cannot be read, ModelError for a model that cannot be loaded.
+    """
     from realtime.stream.pipeline import Pipeline
 
     data = config.model_dump(mode="json")
