@@ -10,7 +10,7 @@ from __future__ import annotations
 import collections
 import logging
 import threading
-from typing import Any, Optional, Protocol
+from typing import Any, Mapping, Optional, Protocol
 
 from realtime.threads import start_thread
 
@@ -31,7 +31,7 @@ class Sink(Protocol):
 
     def open(self) -> None: ...
 
-    def write(self, event: dict[str, Any]) -> None: ...
+    def write(self, event: Mapping[str, Any]) -> None: ...
 
     def close(self) -> None: ...
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import Any, Optional, TextIO
+from typing import Any, Mapping, Optional, TextIO
 
 from realtime.core.types import STATUS_STATES
 
@@ -41,7 +41,7 @@ class ConsoleSink:
         if self._out is None:
             self._out = sys.stdout
 
-    def write(self, event: dict[str, Any]) -> None:
+    def write(self, event: Mapping[str, Any]) -> None:
         kind = event.get("type")
         wanted = {"status", "prediction" if self.every == "prediction" else "change"}
         if kind not in wanted or (kind == "status" and event.get("state") not in STATUS_STATES):

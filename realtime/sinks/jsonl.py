@@ -6,9 +6,10 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Any, Optional, TextIO
+from typing import Any, Mapping, Optional, TextIO
 
 from realtime.core.errors import SinkError
+from realtime.core.events import wire
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +36,9 @@ class JsonlSink:
             raise SinkError(f"cannot write JSON lines to {self.path}: {exc.strerror}") from None
         self._owns = True
 
-    def write(self, event: dict[str, Any]) -> None:
+    def write(self, event: Mapping[str, Any]) -> None:
         assert self._out is not None, "open() first"
-        self._out.write(json.dumps(event, ensure_ascii=False, separators=(",", ":")) + "\n")
+        self._out.write(json.dumps(wire(event), ensure_ascii=False, separators=(",", ":")) + "\n")
         self._out.flush()
 
     def close(self) -> None:

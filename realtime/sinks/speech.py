@@ -35,7 +35,7 @@ import time
 import wave
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional, TextIO
+from typing import Any, Callable, Iterator, Mapping, Optional, TextIO
 
 from realtime.core.errors import SinkError
 from realtime.core.types import StreamState
@@ -267,7 +267,7 @@ class SpeechSink:
             return self._cond.wait_for(lambda: self._pending is None and not self._busy, timeout)
 
     # ------------------------------------------------------------------ events (runner thread)
-    def write(self, event: dict[str, Any]) -> None:
+    def write(self, event: Mapping[str, Any]) -> None:
         kind = event.get("type")
         stream = str(event.get("stream", ""))
         if kind == "status" and event.get("state") in LOST_STATES:

@@ -33,13 +33,14 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import Any, Mapping, Optional, TYPE_CHECKING
 
 import zmq
 import zmq.auth
 
 from realtime.config import DEFAULT_ENDPOINT, PLAINTEXT_REMOTE_HINT, is_local_endpoint
 from realtime.core.errors import SinkError
+from realtime.core.events import wire
 
 if TYPE_CHECKING:
     from zmq.auth.thread import ThreadAuthenticator
@@ -169,12 +170,12 @@ class ZmqSink:
             raise SinkError(f"zmq sink: cannot read CurveZMQ client certificates in "
                             f"{self.curve_clients_dir}: {exc}") from None
 
-    def write(self, event: dict[str, Any]) -> None:
+    def write(self, event: Mapping[str, Any]) -> None:
         """Publish one event; never blocks (a refused send is counted in ``dropped``)."""
         sock = self._sock
         if sock is None:
             raise RuntimeError("ZmqSink.write() before open()")
-        message = dict(event)
+        message = wire(event)
         message["publish_time"] = round(time.time(), 6)
         frames = [topic_of(event).encode("utf-8"),
                   json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode("utf-8")]

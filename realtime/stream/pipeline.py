@@ -23,7 +23,7 @@ import numpy as np
 from realtime.stream.capture import Backoff, CaptureWorker
 from realtime.config import Config, SourceConfig, apply_override, load_config, safe_stream_name
 from realtime.core.errors import RealtimeError
-from realtime.core.events import EventFactory, change_fields, smoothed_fields
+from realtime.core.events import Event, EventFactory, change_fields, smoothed_fields
 from realtime.core.health import HealthMonitor
 from realtime.stream.inference import InferenceWorker, StreamSlot
 from realtime.models import ClipClassifier, create_classifier
@@ -103,7 +103,8 @@ class Pipeline:
         classifier: a classifier to use instead of ``config.model`` (loaded at ``start()``).
         source, sources: frame sources to use instead of the configured ones.
         sinks: sink objects to use instead of ``config.sinks``.
-        on_event: called with every event as the sinks see it (a JSON-ready dict).
+        on_event: called with every event as the sinks see it (a typed, read-only
+            :class:`~realtime.core.events.Event`; ``to_json()`` gives its wire form).
         on_prediction: called with every classified window and its probabilities.
 
     ``start()`` / ``wait()`` / ``stop()``, or ``run(duration)``, or ``with``; callbacks run on
@@ -114,7 +115,7 @@ class Pipeline:
     def __init__(self, config: Config, *, classifier: Optional[ClipClassifier] = None,
                  source: Optional[FrameSource] = None, sources: Optional[Sequence[FrameSource]] = None,
                  sinks: Optional[Sequence[Sink]] = None,
-                 on_event: Optional[Callable[[dict[str, Any]], None]] = None,
+                 on_event: Optional[Callable[[Event], None]] = None,
                  on_prediction: Optional[Callable[[Prediction, np.ndarray], None]] = None) -> None:
         self.config = config
         self.stop_event = threading.Event()
@@ -147,12 +148,12 @@ class Pipeline:
     def create(cls, source: Optional[str | int] = None, model: Optional[str] = None, *,
                config: Optional[str | Path] = None, sinks: Optional[Sequence[str | dict[str, Any]]] = None,
                settings: Optional[dict[str, Any]] = None,
-               on_event: Optional[Callable[[dict[str, Any]], None]] = None,
+               on_event: Optional[Callable[[Event], None]] = None,
                on_prediction: Optional[Callable[[Prediction, np.ndarray], None]] = None) -> "Pipeline":
         """A pipeline from the same pieces as the command line (see :func:`make_config`).
 
         ``on_prediction(prediction, probabilities)`` gets every classified window;
-        ``on_event(event)`` every event as the sinks see it (a JSON-ready dict). Both run on
+        ``on_event(event)`` every event as the sinks see it (a typed Event). Both run on
         the pipeline's threads: keep them short. Start it with ``with`` (stopped on leaving)
         or :meth:`run`.
         """
@@ -254,7 +255,7 @@ class Pipeline:
         return StreamRuntime(name, source, ring, capture, slot)
 
     # ------------------------------------------------------------------ events
-    def _publish(self, event: dict[str, Any]) -> None:
+    def _publish(self, event: Event) -> None:
         for runner in self.runners:
             runner.offer(event)
         if self.on_event is not None:

@@ -25,7 +25,7 @@ import zmq.auth
 
 from realtime.config import load_config
 from realtime.core.errors import ConfigError, SinkError
-from realtime.core.events import EventFactory
+from realtime.core.events import EventFactory, PredictionEvent
 from realtime.feed.subscriber import CurveClient, Subscriber, load_schema, subscribe
 from realtime.cli.listen import add_parser, cmd_listen, format_line
 from realtime.sinks import SinkRunner, build_sink, parse_sink_spec
@@ -111,8 +111,8 @@ def test_every_event_type_is_published_with_its_topic_and_validates(validator) -
     try:
         with Subscriber(sink.bound_endpoint or "", topics=("",)) as sub:
             wait_joined(lambda: runner.offer(probe(factory)()), sub)
-            raw = factory.prediction(make_prediction())
-            raw["raw_top_k"] = [{"label": "push up", "score": 0.7}, {"label": "situp", "score": 0.2}]
+            raw = PredictionEvent({**factory.prediction(make_prediction()).to_json(),   # events are read-only
+                                   "raw_top_k": [{"label": "push up", "score": 0.7}, {"label": "situp", "score": 0.2}]})
             events = [
                 factory.prediction(make_prediction()),
                 raw,
@@ -158,7 +158,7 @@ def test_every_event_type_is_published_with_its_topic_and_validates(validator) -
     lambda e: e.update(stream=""),
 ])
 def test_schema_rejects_broken_predictions(validator, breakage) -> None:
-    event = EventFactory().prediction(make_prediction())
+    event = EventFactory().prediction(make_prediction()).to_json()    # the wire form
     assert validator.is_valid(event)
     breakage(event)
     assert not validator.is_valid(event)
@@ -166,7 +166,7 @@ def test_schema_rejects_broken_predictions(validator, breakage) -> None:
 
 def test_schema_checks_each_type_for_its_own_fields(validator) -> None:
     f = EventFactory()
-    status = f.status(StreamStatus("s", "connected", "camera:0"))
+    status = f.status(StreamStatus("s", "connected", "camera:0")).to_json()
     assert validator.is_valid(status)
     assert not validator.is_valid({**status, "state": "sleeping"})
     assert not validator.is_valid({k: v for k, v in status.items() if k != "counters"})

@@ -43,7 +43,7 @@ import statistics
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
 
 import cv2
 import numpy as np
@@ -247,7 +247,7 @@ class OverlaySink:
             view = self._streams[stream] = _StreamView(OverlayState(stream=stream))
         return view
 
-    def write(self, event: dict[str, Any]) -> None:
+    def write(self, event: Mapping[str, Any]) -> None:
         stream = event.get("stream")
         with self._lock:
             if stream is None:            # an event for every stream
