@@ -32,6 +32,25 @@ def add_log_level(p: argparse.ArgumentParser, default: Optional[str], when_unset
                    help=f"how much to log on stderr (default: {shown})" if shown else None)
 
 
+MODEL_HELP = "i3d-kinetics400 (offline), a local transformers directory, or a hub id"
+DEVICES = ("auto", "cpu", "cuda")     # what model.device accepts
+
+
+def add_config_options(p: argparse.ArgumentParser, example: str = "window.stride_seconds=0.25") -> None:
+    """``--config`` and ``--set``, for the commands that run a configuration (run, classify, eval)."""
+    p.add_argument("--config", "-c", metavar="FILE",
+                   help="YAML config file, or a preset name from configs/ (default, fitness, ...)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help=f"override one config value, e.g. --set {example} (repeatable)")
+
+
+def add_model_options(p: argparse.ArgumentParser, model_help: str = MODEL_HELP) -> None:
+    """``--model`` and ``--device``: shorthands for ``--set model.name=...`` and ``model.device``
+    (see :func:`model_overrides`)."""
+    p.add_argument("--model", "-m", metavar="MODEL", help=model_help)
+    p.add_argument("--device", choices=DEVICES, help="where the model runs")
+
+
 def quote(value: str) -> str:
     """Keep a CLI value a plain string through the YAML parsing of --set values."""
     return "'" + value.replace("'", "''") + "'"

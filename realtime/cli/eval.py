@@ -6,7 +6,7 @@ import argparse
 import json
 import logging
 
-from realtime.cli.common import add_log_level, model_overrides, setup_logging
+from realtime.cli.common import MODEL_HELP, add_config_options, add_log_level, add_model_options, model_overrides, setup_logging
 from realtime.config import load_config
 from realtime.core.errors import ConfigError
 
@@ -25,10 +25,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="a folder with one sub-folder of clips per class (the sub-folder's name is "
                         "the label), or a CSV file of path,label rows (header optional; relative "
                         "paths are read from the CSV's folder)")
-    p.add_argument("--model", "-m", metavar="MODEL",
-                   help="i3d-kinetics400 (offline), a local transformers directory, or a hub id "
-                        "(default: the config's model.name)")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="where the model runs")
+    add_model_options(p, MODEL_HELP + " (default: the config's model.name)")
     p.add_argument("--report", metavar="DIR",
                    help="write report.json and confusion.png into DIR (created if needed)")
     p.add_argument("--labels-map", metavar="FILE",
@@ -43,10 +40,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="worst-classified clips to list (default 10; 0 = none)")
     p.add_argument("--json", action="store_true", help="print the report as one JSON document")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--config", "-c", metavar="FILE",
-                   help="YAML config file, or a preset name from configs/")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override one config value, e.g. --set model.dtype=float32 (repeatable)")
+    add_config_options(p, "model.dtype=float32")
     add_log_level(p, "warning")
     p.set_defaults(func=cmd_eval)
     return p

@@ -11,7 +11,7 @@ import sys
 from typing import Callable, NoReturn, Optional, Sequence
 
 from realtime import __version__
-from realtime.cli.common import add_log_level, model_overrides, quote as _quote, setup_logging as _setup_logging
+from realtime.cli.common import add_config_options, add_log_level, add_model_options, model_overrides, quote as _quote, setup_logging as _setup_logging
 from realtime.config import Config, dump_config, load_config
 from realtime.core.errors import ConfigError, RealtimeError
 from realtime.cli.bench import add_parser as _add_bench
@@ -28,10 +28,7 @@ log = logging.getLogger("realtime")
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", "-c", metavar="FILE",
-                   help="YAML config file, or a preset name from configs/ (default, fitness, ...)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override one config value, e.g. --set window.stride_seconds=0.25 (repeatable)")
+    add_config_options(p)
     add_log_level(p, None, "run: the config's run.log_level (info); classify: warning")
 
 
@@ -47,13 +44,11 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--source", "-s", metavar="SRC", action="append", default=[],
                    help="camera index (0), rtsp://, http(s):// URL, or a video file; "
                         "repeat for several streams")
-    p.add_argument("--model", "-m", metavar="MODEL",
-                   help="i3d-kinetics400 (offline), a local transformers directory, or a hub id")
+    add_model_options(p)
     p.add_argument("--sink", dest="sinks", action="append", default=[], metavar="SPEC",
                    help="output: console, jsonl:PATH (- for stdout), zmq[:ENDPOINT], overlay[:FILE], "
                         "speech; repeatable; replaces the config's sinks")
     p.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this many seconds")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="where the model runs")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
 
 
@@ -133,8 +128,7 @@ def _add_classify(sub: argparse._SubParsersAction) -> None:
                        description="Classify every window of a video file and average them.")
     _add_common(p)
     p.add_argument("file", help="video file")
-    p.add_argument("--model", "-m", metavar="MODEL", help="as for `realtime run`")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    add_model_options(p)
     p.add_argument("--top-k", type=int, default=5, metavar="K", help="labels to show (default 5)")
     p.add_argument("--stride", type=float, metavar="SECONDS",
                    help="time between windows (default: window.stride_seconds)")

@@ -8,6 +8,11 @@ from typing import Literal, Optional, Sequence, get_args
 
 import numpy as np
 
+DEFAULT_FPS = 30.0
+"""Frame rate assumed wherever a source, file or stream does not report a usable one (and for
+sizing a ring before it does; a ring grows when the real rate is higher)."""
+
+
 class NamedValue(str, Enum):
     """An Enum whose members are their names on the wire: ``str()``, f-strings and JSON give the
     value (``"drop_oldest"``), and members compare equal to it. (``enum.StrEnum`` from 3.11.)"""

@@ -18,6 +18,7 @@ import numpy as np
 
 from realtime.core.errors import SourceError
 from realtime.core.redact import for_opener
+from realtime.core.types import DEFAULT_FPS
 from realtime.sources.base import SourceInfo, check_source, classify_source
 
 log = logging.getLogger(__name__)
@@ -186,7 +187,7 @@ class OpenCVSource:
             self._last_pos = pos
             return pos
         # Some containers report no timestamps: fall back to the nominal rate.
-        fps = self._fps or 30.0
+        fps = self._fps or DEFAULT_FPS
         self._last_pos = max(self._last_pos + 1e-6, (self._frames_read - 1) / fps)
         return self._last_pos
 

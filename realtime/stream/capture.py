@@ -18,12 +18,12 @@ from typing import Callable, Optional
 import numpy as np
 
 from realtime.core.errors import SourceError
-from realtime.stream.ring import DEFAULT_FPS, FrameRing, ring_capacity
+from realtime.stream.ring import FrameRing, ring_capacity
 from realtime.core.sampling import SampleGrid
 from realtime.core.redact import redact_text
 from realtime.sources import FrameSource
 from realtime.threads import WorkerThread
-from realtime.core.types import FrameMeta, InputSpec, Pacing, StreamState, StreamStatus
+from realtime.core.types import DEFAULT_FPS, FrameMeta, InputSpec, Pacing, StreamState, StreamStatus
 
 log = logging.getLogger(__name__)
 

@@ -15,12 +15,7 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from realtime.core.types import BufferPolicy, FrameMeta
-
-
-DEFAULT_FPS = 30.0
-"""Frame rate assumed for a source that does not report one (and for sizing a ring before it
-does); a ring grows (:meth:`FrameRing.ensure_capacity`) when the real rate is higher."""
+from realtime.core.types import DEFAULT_FPS, BufferPolicy, FrameMeta
 
 
 def ring_capacity(span_seconds: float, fps: float = DEFAULT_FPS) -> int:

@@ -20,7 +20,8 @@ from realtime.core.types import InputSpec
 from realtime.models.base import accelerator_of
 from realtime.models.i3d import _resolve_device, _resolve_dtype
 from realtime.stream.device_windows import DEVICE_RING_MARGIN, DeviceBatchClassifier, DeviceWindowStore
-from realtime.stream.ring import DEFAULT_FPS, ring_capacity
+from realtime.core.types import DEFAULT_FPS
+from realtime.stream.ring import ring_capacity
 from realtime.stream.windows import HostBatchClassifier, HostWindowStore, batch_classifier
 from realtime.threads import OwnedLock
 

@@ -49,11 +49,11 @@ import cv2
 import numpy as np
 
 from realtime.core.errors import SinkError
+from realtime.core.types import DEFAULT_FPS
 from realtime.threads import start_thread
 from realtime.sinks.overlay.display import display_status
 from realtime.sinks.overlay.draw import OverlayState, draw_overlay, update_state
 from realtime.sinks.overlay.video_file import (
-    DEFAULT_FPS,
     FALLBACK_FOURCC,
     H264,
     H264File,

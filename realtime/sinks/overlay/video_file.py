@@ -18,8 +18,8 @@ import cv2
 import numpy as np
 
 from realtime.core.errors import SinkError
+from realtime.core.types import DEFAULT_FPS
 
-DEFAULT_FPS = 30.0              # frames per second when none is given or measured
 H264 = "h264"                   # the codec value meaning H.264 through PyAV; others are FourCCs
 FALLBACK_FOURCC = "mp4v"        # what OpenCV writes when H.264 cannot be written
 H264_ENCODERS = ("libx264", "h264")   # libx264 first, then the FFmpeg build's default H.264 encoder

@@ -21,14 +21,13 @@ import torch
 
 from realtime.core.errors import SourceError
 from realtime.core.preprocess import normalize, output_size, prepare_frame
-from realtime.core.types import InputSpec
+from realtime.core.types import DEFAULT_FPS, InputSpec
 from realtime.tools.finetune.dataset import ClipFile
 
 logger = logging.getLogger(__name__)
 
 MAX_CLIP_SECONDS = 30.0
 """Only the first this many seconds of a clip are decoded (a clip should show one activity)."""
-DEFAULT_FPS = 25.0
 """Assumed when a clip does not declare its frame rate."""
 
 
