@@ -17,6 +17,11 @@ import numpy as np
 import pytest
 
 from realtime.threads import live_threads
+
+# The tests' reference numbers are float32: "auto" dtype on the CPU stays float32 in every test
+# (and every process it starts) unless a test asks otherwise. The bfloat16 path has its own tests
+# (tests/integration/test_cpu_precision.py), which use the CPU's real capability.
+os.environ.setdefault("REALTIME_CPU_BF16", "0")
 from realtime.core.types import FrameMeta
 
 REPO = Path(__file__).resolve().parents[1]
