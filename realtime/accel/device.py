@@ -72,6 +72,10 @@ def resolve_device(device: DeviceLike = "auto", *, check: bool = True) -> torch.
     return resolved
 
 
+def _as_device(device: DeviceLike) -> torch.device:
+    return device if isinstance(device, torch.device) else torch.device(device)
+
+
 def require_available(device: torch.device, requested: object = None) -> None:
     """Raise :class:`DeviceError` when ``device`` is a CUDA device and CUDA is not available."""
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -123,7 +127,7 @@ def auto_dtype(device: DeviceLike, half: torch.dtype = torch.bfloat16) -> torch.
     """What ``"auto"`` means on ``device``: on a CPU bfloat16 where it is native
     (:func:`cpu_bf16`), else float32; on CUDA ``half`` (bfloat16 or float16), float16 where the
     GPU lacks bfloat16 (before Ampere)."""
-    dev = device if isinstance(device, torch.device) else torch.device(device)
+    dev = _as_device(device)
     if dev.type != "cuda":
         return torch.bfloat16 if cpu_bf16()[0] else torch.float32
     if half == torch.bfloat16 and not torch.cuda.is_bf16_supported():
@@ -147,7 +151,7 @@ def resolve_dtype(dtype: DtypeLike, device: DeviceLike, *,
     if key not in DTYPE_NAMES:
         raise DeviceError(f"unknown dtype {dtype!r}; use {DTYPE_CHOICES}")
     wanted = DTYPE_NAMES[key]
-    dev = device if isinstance(device, torch.device) else torch.device(device)
+    dev = _as_device(device)
     if wanted == torch.bfloat16 and dev.type == "cpu":
         native, why = cpu_bf16()
         failure = _cpu_bf16_failure()
@@ -180,7 +184,7 @@ def _cpu_bf16_failure() -> Optional[str]:
 
 def dtype_reason(dtype: torch.dtype, device: DeviceLike) -> str:
     """Why ``"auto"`` chose ``dtype`` on ``device``, for the start-up log."""
-    dev = device if isinstance(device, torch.device) else torch.device(device)
+    dev = _as_device(device)
     if dev.type == "cpu":
         return cpu_bf16()[1]
     return "half precision on the GPU"

@@ -8,6 +8,7 @@ import sys
 from typing import Optional
 
 from realtime.core.redact import RedactingFilter
+from realtime.core.types import MODEL_DEVICES
 
 
 def setup_logging(level: str) -> None:
@@ -33,7 +34,6 @@ def add_log_level(p: argparse.ArgumentParser, default: Optional[str], when_unset
 
 
 MODEL_HELP = "i3d-kinetics400 (offline), a local transformers directory, or a hub id"
-DEVICES = ("auto", "cpu", "cuda")     # what model.device accepts
 
 
 def add_config_options(p: argparse.ArgumentParser, example: str = "window.stride_seconds=0.25") -> None:
@@ -48,7 +48,7 @@ def add_model_options(p: argparse.ArgumentParser, model_help: str = MODEL_HELP) 
     """``--model`` and ``--device``: shorthands for ``--set model.name=...`` and ``model.device``
     (see :func:`model_overrides`)."""
     p.add_argument("--model", "-m", metavar="MODEL", help=model_help)
-    p.add_argument("--device", choices=DEVICES, help="where the model runs")
+    p.add_argument("--device", choices=MODEL_DEVICES, help="where the model runs")
 
 
 def quote(value: str) -> str:

@@ -13,7 +13,7 @@ from typing import Annotated, Literal, Optional, Union
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from realtime.core.redact import remember
-from realtime.core.types import SdpaBackend
+from realtime.core.types import ModelDevice, PreprocessMode, SdpaBackend
 
 
 class _Strict(BaseModel):
@@ -70,7 +70,7 @@ class SourceConfig(_Strict):
 
 class ModelConfig(_Strict):
     name: str = Field("i3d-kinetics400", description="i3d-kinetics400, a local directory or a hub id")
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: ModelDevice = "auto"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     sdpa_backend: SdpaBackend = Field(
         "auto", description="transformers models: which scaled_dot_product_attention kernel runs "
@@ -96,7 +96,7 @@ class WindowConfig(_Strict):
 class InferenceConfig(_Strict):
     top_k: int = Field(5, ge=1, le=100)
     max_batch: int = Field(8, ge=1, le=1024, description="windows classified together (streams)")
-    preprocess: Literal["auto", "cpu", "device"] = Field(
+    preprocess: PreprocessMode = Field(
         "auto", description="where frames are resized and normalised: auto = on the GPU when the "
         "model runs on one, cpu = OpenCV, device = torch on the model's device")
     max_wait_ms: float = Field(0.0, ge=0, le=1000,

@@ -100,6 +100,10 @@ class Event(Mapping[str, Any]):
         """The event as it goes on the wire (a new dict, JSON-ready)."""
         return dict(self._fields)
 
+    def _pairs(self, key: str) -> list[tuple[str, float]]:
+        """A ``[{"label", "score"}, ...]`` field as (label, score) pairs."""
+        return [(item["label"], item["score"]) for item in self._fields.get(key, ())]
+
     @property
     def type(self) -> str:
         return self._fields["type"]
@@ -136,7 +140,7 @@ class _Labelled(Event):
 
     @property
     def top_k(self) -> list[tuple[str, float]]:
-        return [(item["label"], item["score"]) for item in self._fields.get("top_k", ())]
+        return self._pairs("top_k")
 
     @property
     def media_end(self) -> Optional[float]:
@@ -173,7 +177,7 @@ class PredictionEvent(_Labelled):
 
     @property
     def raw_top_k(self) -> list[tuple[str, float]]:
-        return [(item["label"], item["score"]) for item in self._fields.get("raw_top_k", ())]
+        return self._pairs("raw_top_k")
 
     @property
     def inference_ms(self) -> float:

@@ -70,6 +70,15 @@ class StreamState(NamedValue):
         return self in (StreamState.LOST, StreamState.RECONNECTING, StreamState.ENDED, StreamState.ERROR)
 
 
+ModelDevice = Literal["auto", "cpu", "cuda"]
+MODEL_DEVICES: tuple[str, ...] = get_args(ModelDevice)
+"""What ``model.device`` (and ``--device`` of run, classify and eval) accepts."""
+
+PreprocessMode = Literal["auto", "cpu", "device"]
+PREPROCESS_MODES: tuple[str, ...] = get_args(PreprocessMode)
+"""``inference.preprocess``: device where the model runs on CUDA (auto), always OpenCV (cpu),
+always torch on the model's device, CPU tensors included (device)."""
+
 SdpaBackend = Literal["auto", "flash", "cudnn", "efficient", "math"]
 SDPA_BACKENDS: tuple[str, ...] = get_args(SdpaBackend)
 """Which ``scaled_dot_product_attention`` kernel a ``transformers`` model runs: torch's own choice,

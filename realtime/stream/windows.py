@@ -27,14 +27,11 @@ from typing import Optional, Protocol, Sequence
 import numpy as np
 
 from realtime.core.preprocess import prepare_frame
-from realtime.core.types import InputSpec
+from realtime.core.types import PREPROCESS_MODES, InputSpec
 from realtime.models.base import ClipClassifier, accelerator_of
 
 log = logging.getLogger(__name__)
 
-PREPROCESS_MODES = ("auto", "cpu", "device")
-"""``inference.preprocess``: device where the model runs on CUDA (auto), always OpenCV (cpu),
-always torch on the model's device, CPU tensors included (device)."""
 
 
 class WindowStore(Protocol):
