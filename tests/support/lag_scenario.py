@@ -72,7 +72,11 @@ def main() -> None:
         "bound_ms": round(args.infer * 1000 + 2000 / args.fps, 1),
         "inference_ms_max": round(float(np.max(infer)), 1),
         "pipeline_ms_p50": round(float(np.percentile(own, 50)), 1),
+        "pipeline_ms_p95": round(float(np.percentile(own, 95)), 1),
         "pipeline_ms_max": round(float(own.max()), 1), "pipeline_bound_ms": round(2000 / args.fps, 1),
+        # median age over the first and the last quarter of the run: lag that builds up shows here
+        "age_ms_first_quarter": round(float(np.median(a[:max(1, len(a) // 4)])), 1),
+        "age_ms_last_quarter": round(float(np.median(a[-max(1, len(a) // 4):])), 1),
         "frames_captured": cam.produced,
         "frames_prepared": p.streams[0].capture.stats.delivered, "ring_capacity": p.streams[0].ring.capacity,
         "rss_mb_at_10s": round(settled[0], 1),
