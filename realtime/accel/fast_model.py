@@ -252,6 +252,8 @@ class FastModel:
     returned tensors are copies; the static output is never handed out.
     """
 
+    engine = "torch"
+
     def __init__(self, module: nn.Module, forward: Forward, input_shape: Sequence[int], *,
                  device: DeviceLike = "auto", dtype: DtypeLike = None, sdpa: bool = True,
                  cuda_graphs: Optional[bool] = None, graph_batches: Optional[Sequence[int]] = None,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from realtime.cli.common import add_log_level, setup_logging
 from realtime.core.errors import ConfigError
-from realtime.core.types import SDPA_BACKENDS
+from realtime.core.types import ENGINES, SDPA_BACKENDS
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -60,6 +60,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--every-frame", action="store_true",
                    help="with --streams: window.sampled_frames_only=false (prepare every captured frame, "
                         "not only those windows sample)")
+    p.add_argument("--engine", metavar="LIST",
+                   help="instead: time inference engines side by side on the CPU, e.g. --engine torch,openvino "
+                        "(each with every --precision; torch float32 is always the first row); with --streams "
+                        "one engine (default auto)")
+    p.add_argument("--precision", metavar="LIST",
+                   help="with --engine: any of float32, bfloat16, int8 (OpenVINO only, after realtime models "
+                        "quantize); default float32,bfloat16 where the CPU has native bfloat16, else float32")
+    p.add_argument("--clip", metavar="VIDEO",
+                   help="with --engine: take the windows from this video (real frames, so the probability "
+                        "differences mean something); default synthetic frames")
     p.add_argument("--json", metavar="OUT", help="also write the results as JSON to OUT")
     add_log_level(p, "warning")
     p.set_defaults(func=cmd_bench)
@@ -84,13 +94,34 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.stride <= 0 or args.fps <= 0:
         raise ConfigError("--stride and --fps must be > 0")
     if args.streams:
+        if args.engine and args.engine not in ENGINES:
+            raise ConfigError(f"--engine {args.engine!r} with --streams: one of {', '.join(ENGINES)}")
         return _cmd_stream_bench(args, frames)
+    if args.engine:
+        return _cmd_engine_bench(args)
     opts = BenchOptions(model=args.model, device=args.device, dtype=args.dtype, batches=batches,
                         repeats=args.repeats, warmup=args.warmup, frames=frames, fps=args.fps,
                         stride=args.stride, cuda_graphs=args.cuda_graphs, preprocess=args.preprocess,
                         compile=args.compile, sdpa_backend=args.sdpa_backend)
     result = run_bench(opts)
     print(format_table(result), flush=True)
+    if args.json:
+        write_json(result, args.json)
+        print(f"wrote {args.json}", flush=True)
+    return 0
+
+
+def _cmd_engine_bench(args: argparse.Namespace) -> int:
+    from realtime.tools.bench_report import write_json
+    from realtime.tools.engine_bench import format_engine_table, parse_rows, run_engine_bench
+
+    if args.device not in ("auto", "cpu"):
+        raise ConfigError(f"--engine compares engines on the CPU; --device {args.device} does not apply")
+    if args.clip is not None and not Path(args.clip).is_file():
+        raise ConfigError(f"--clip {args.clip}: no such file")
+    result = run_engine_bench(args.model, parse_rows(args.engine, args.precision), clip=args.clip,
+                              windows=args.repeats or 8, warmup=1 if args.warmup is None else args.warmup)
+    print(format_engine_table(result), flush=True)
     if args.json:
         write_json(result, args.json)
         print(f"wrote {args.json}", flush=True)
@@ -113,7 +144,7 @@ def _cmd_stream_bench(args: argparse.Namespace, frames: tuple[int, int]) -> int:
     result = run_stream_bench(args.model, args.device, args.streams, args.seconds, args.fps, frames,
                               args.stride, args.max_batch, args.max_wait_ms, args.preprocess,
                               sampled_frames_only=not args.every_frame,
-                              sdpa_backend=args.sdpa_backend)
+                              sdpa_backend=args.sdpa_backend, engine=args.engine or "auto")
     print(format_stream_result(result), flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1) + "\n")

@@ -8,7 +8,7 @@ import sys
 from typing import Optional
 
 from realtime.core.redact import RedactingFilter
-from realtime.core.types import MODEL_DEVICES
+from realtime.core.types import ENGINES, MODEL_DEVICES
 
 
 def setup_logging(level: str) -> None:
@@ -45,10 +45,13 @@ def add_config_options(p: argparse.ArgumentParser, example: str = "window.stride
 
 
 def add_model_options(p: argparse.ArgumentParser, model_help: str = MODEL_HELP) -> None:
-    """``--model`` and ``--device``: shorthands for ``--set model.name=...`` and ``model.device``
-    (see :func:`model_overrides`)."""
+    """``--model``, ``--device`` and ``--engine``: shorthands for ``--set model.name=...``,
+    ``model.device`` and ``model.engine`` (see :func:`model_overrides`)."""
     p.add_argument("--model", "-m", metavar="MODEL", help=model_help)
     p.add_argument("--device", choices=MODEL_DEVICES, help="where the model runs")
+    p.add_argument("--engine", choices=ENGINES,
+                   help="what runs the model: auto (OpenVINO on a CPU where it is installed, else torch), "
+                        "torch or openvino")
 
 
 def quote(value: str) -> str:
@@ -63,4 +66,6 @@ def model_overrides(args: argparse.Namespace) -> list[str]:
         overrides.append(f"model.name={quote(args.model)}")
     if getattr(args, "device", None) is not None:
         overrides.append(f"model.device={args.device}")
+    if getattr(args, "engine", None) is not None:
+        overrides.append(f"model.engine={args.engine}")
     return overrides

@@ -40,7 +40,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="worst-classified clips to list (default 10; 0 = none)")
     p.add_argument("--json", action="store_true", help="print the report as one JSON document")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_config_options(p, "model.dtype=float32")
+    add_config_options(p, "model.precision=float32")
     add_log_level(p, "warning")
     p.set_defaults(func=cmd_eval)
     return p

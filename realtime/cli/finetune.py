@@ -6,6 +6,7 @@ import argparse
 
 from realtime.cli.common import add_log_level, setup_logging
 from realtime.core.errors import ConfigError
+from realtime.core.types import ENGINES
 
 DEFAULT_BASE = "i3d-kinetics400"  # realtime.tools.finetune.options.I3D_BASE, not imported so the parser stays light
 
@@ -59,6 +60,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                      help="I3D: motion = pooled time-antisymmetric Mixed_3c map + pooled Mixed_5c at 0.3 weight, "
                           "linear (default); conv = 3-D convs over the Mixed_5c map; linear = pooled Mixed_5c, linear")
     adv.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    adv.add_argument("--engine", choices=ENGINES, default="auto",
+                     help="I3D cached mode: what extracts the frozen features (auto: OpenVINO on a CPU where it "
+                          "is installed, else torch)")
     adv.add_argument("--workers", type=int, default=0, metavar="N",
                      help="full/transformers modes: processes decoding clips (default 0: in the main process)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -79,7 +83,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         flip=args.flip, reverse=args.reverse, freeze_backbone=args.freeze_backbone, mode=args.mode,
         split=args.split, views=args.views, val_views=args.val_views, batch_size=args.batch_size, lr=args.lr,
         num_frames=args.num_frames, window_seconds=args.window_seconds, size=args.size, head=args.head,
-        device=args.device, workers=args.workers, progress=not args.no_progress)
+        device=args.device, engine=args.engine, workers=args.workers, progress=not args.no_progress)
     result = finetune(args.data, args.out, options)
     acc = "no validation clips" if result.val is None else (
         f"validation accuracy {result.val.clip_accuracy:.1%} ({result.val_clips} clips; "

@@ -18,6 +18,7 @@ from realtime.cli.bench import add_parser as _add_bench
 from realtime.cli.eval import add_parser as _add_eval
 from realtime.cli.finetune import add_parser as _add_finetune
 from realtime.cli.listen import add_parser as _add_listen
+from realtime.cli.models import add_parser as _add_models
 from realtime.sinks import sinks_from_specs
 from realtime.core.redact import redact_text
 from realtime.threads import live_threads
@@ -164,49 +165,6 @@ def cmd_classify(args: argparse.Namespace) -> int:
         for w in result.windows:
             mark = "  (uncertain)" if w.score < result.min_score else ""
             print(f"  {w.media_start:8.2f}-{w.media_end:8.2f} s  {w.label} ({w.score:.2f}){mark}")
-    return 0
-
-
-def _add_models(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("models", help="list built-in models, or fetch their weights ahead of time")
-    msub = p.add_subparsers(dest="models_command", metavar="ACTION")
-    msub.required = True
-    lp = msub.add_parser("list", help="built-in models and suggested transformers checkpoints")
-    lp.set_defaults(func=cmd_models_list)
-    pp = msub.add_parser("pull", help="download and convert a built-in model's weights now")
-    pp.add_argument("name", help="i3d-kinetics400")
-    pp.add_argument("--force", action="store_true", help="fetch again even if cached")
-    pp.set_defaults(func=cmd_models_pull)
-
-
-SUGGESTED_HF = {
-    "MCG-NJU/videomae-base-finetuned-kinetics": "VideoMAE-base, Kinetics-400: the recommended choice",
-    "MCG-NJU/videomae-small-finetuned-kinetics": "VideoMAE-small, Kinetics-400: faster, for CPUs",
-    "MCG-NJU/videomae-large-finetuned-kinetics": "VideoMAE-large, Kinetics-400: most accurate, needs a GPU",
-    "facebook/timesformer-base-finetuned-k400": "TimeSformer-base, Kinetics-400, 8 frames",
-}
-
-
-def cmd_models_list(args: argparse.Namespace) -> int:
-    from realtime.models import BUILTIN_MODELS
-    print("built in (offline):")
-    for name, about in BUILTIN_MODELS.items():
-        print(f"  {name:<44} {about}")
-    print("transformers checkpoints (hub id, or a local directory with the same files):")
-    for name, about in SUGGESTED_HF.items():
-        print(f"  {name:<44} {about}")
-    return 0
-
-
-def cmd_models_pull(args: argparse.Namespace) -> int:
-    from realtime.models import BUILTIN_MODELS, I3D_NAME
-    if args.name != I3D_NAME:
-        raise ConfigError(f"unknown built-in model {args.name!r} (built in: {', '.join(BUILTIN_MODELS)}); "
-                          f"transformers models are fetched on first use")
-    _setup_logging("info")
-    from realtime.models.i3d_weights import pull
-    path = pull(force=args.force)
-    print(f"{I3D_NAME}: {path}")
     return 0
 
 

@@ -10,10 +10,10 @@ import ipaddress
 import re
 from typing import Annotated, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from realtime.core.redact import remember
-from realtime.core.types import ModelDevice, PreprocessMode, SdpaBackend
+from realtime.core.types import ModelDevice, ModelEngine, ModelPrecision, PreprocessMode, SdpaBackend
 
 
 class _Strict(BaseModel):
@@ -71,7 +71,15 @@ class SourceConfig(_Strict):
 class ModelConfig(_Strict):
     name: str = Field("i3d-kinetics400", description="i3d-kinetics400, a local directory or a hub id")
     device: ModelDevice = "auto"
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    precision: ModelPrecision = Field(
+        "auto", validation_alias=AliasChoices("precision", "dtype"),
+        description="what the network computes in (dtype is the old name): auto = bf16/fp16 on CUDA, "
+        "bf16 on a CPU with native bf16, else fp32; float32, bfloat16, float16; int8 = OpenVINO with "
+        "a model quantised by `realtime models quantize`")
+    engine: ModelEngine = Field(
+        "auto", description="what runs the network: auto = OpenVINO on a CPU where it is installed "
+        "(pip install 'realtime[openvino]'), torch elsewhere; torch; openvino (CPU only). A model "
+        "is converted once per window length and OpenVINO version, cached under ~/.cache/realtime")
     sdpa_backend: SdpaBackend = Field(
         "auto", description="transformers models: which scaled_dot_product_attention kernel runs "
         "(auto = torch's choice)")

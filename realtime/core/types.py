@@ -74,6 +74,15 @@ ModelDevice = Literal["auto", "cpu", "cuda"]
 MODEL_DEVICES: tuple[str, ...] = get_args(ModelDevice)
 """What ``model.device`` (and ``--device`` of run, classify and eval) accepts."""
 
+ModelEngine = Literal["auto", "torch", "openvino"]
+ENGINES: tuple[str, ...] = get_args(ModelEngine)
+"""``model.engine`` (and ``--engine``): what runs the network. auto = OpenVINO on a CPU where it
+is installed, torch elsewhere."""
+
+ModelPrecision = Literal["auto", "float32", "bfloat16", "float16", "int8"]
+PRECISIONS: tuple[str, ...] = get_args(ModelPrecision)
+"""``model.precision`` (``model.dtype`` before): int8 is OpenVINO's, from ``realtime models quantize``."""
+
 PreprocessMode = Literal["auto", "cpu", "device"]
 PREPROCESS_MODES: tuple[str, ...] = get_args(PreprocessMode)
 """``inference.preprocess``: device where the model runs on CUDA (auto), always OpenCV (cpu),

@@ -8,12 +8,18 @@ a local directory or a Hugging Face hub id.
 from __future__ import annotations
 
 import difflib
+import logging
 import re
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from realtime.core.errors import ConfigError
 from realtime.models.base import Accelerated, ClipClassifier, accelerator_of
+
+if TYPE_CHECKING:  # pragma: no cover
+    from realtime.config import ModelConfig
+
+logger = logging.getLogger(__name__)
 
 I3D_NAME = "i3d-kinetics400"
 BUILTIN_MODELS = {I3D_NAME: "Kinetics-400 I3D (Inception-v1, RGB), DeepMind weights; offline"}
@@ -41,17 +47,29 @@ def near_builtin(name: str) -> Optional[str]:
 
 def create_classifier(name: str, *, device: str = "auto", dtype: str = "auto",
                       cache_dir: Optional[str] = None, sdpa_backend: str = "auto",
-                      compile: bool = False) -> ClipClassifier:
+                      compile: bool = False, engine: str = "auto") -> ClipClassifier:
     """Build (not load) the classifier named ``name``. ``sdpa_backend``: the attention kernel of
     ``transformers`` models (see :data:`realtime.core.types.SDPA_BACKENDS`; I3D has no attention).
     ``compile``: ``torch.compile`` the network on CUDA (transformers models and the built-in I3D;
-    a fine-tuned I3D runs as is)."""
+    a fine-tuned I3D runs as is). ``engine``: what runs the network (see
+    :data:`realtime.core.types.ENGINES`); a fine-tuned I3D always runs on torch. ``dtype`` takes
+    what ``model.precision`` does: with ``"int8"`` the model ``realtime models quantize`` made
+    runs on OpenVINO."""
+    int8 = str(dtype).lower() == "int8"     # model.precision int8: OpenVINO's quantised model
+    if int8:
+        dtype = "auto"
     if name == I3D_NAME:
         from realtime.models.i3d import I3DClassifier
-        return I3DClassifier(device=device, dtype=dtype, cache_dir=cache_dir, compile=compile)
+        return I3DClassifier(device=device, dtype=dtype, cache_dir=cache_dir, compile=compile, engine=engine,
+                             int8=int8)
     path = Path(name).expanduser()
     if (path / "realtime_model.json").is_file():   # `realtime finetune` output
         from realtime.models.finetuned import FineTunedI3DClassifier
+        if int8:
+            raise ConfigError(f"model.precision int8: {name} is a fine-tuned I3D, which runs on torch "
+                              "(float32 or bfloat16)")
+        if engine == "openvino":
+            logger.warning("model.engine openvino: %s is a fine-tuned I3D, which runs on torch", name)
         return FineTunedI3DClassifier(name, device=device, dtype=dtype, cache_dir=cache_dir)
     # A typo of a built-in name would otherwise go to the hub: say so now, without the network.
     suggestion = None if path.exists() else near_builtin(name)
@@ -61,8 +79,15 @@ def create_classifier(name: str, *, device: str = "auto", dtype: str = "auto",
     from realtime.models.hf import HFVideoClassifier
     from realtime.models.hub import model_source
     model_source(name)   # a missing directory or a malformed hub id fails here, not at load()
-    return HFVideoClassifier(name, device=device, dtype=dtype, sdpa_backend=sdpa_backend, compile=compile)
+    return HFVideoClassifier(name, device=device, dtype=dtype, sdpa_backend=sdpa_backend, compile=compile,
+                             engine=engine, int8=int8)
 
 
-__all__ = ["Accelerated", "BUILTIN_MODELS", "ClipClassifier", "I3D_NAME", "accelerator_of", "create_classifier",
-           "near_builtin"]
+def classifier_for(model: "ModelConfig") -> ClipClassifier:
+    """:func:`create_classifier` with the settings of a configuration's ``model`` section."""
+    return create_classifier(model.name, device=model.device, dtype=model.precision, sdpa_backend=model.sdpa_backend,
+                             compile=model.compile, engine=model.engine)
+
+
+__all__ = ["Accelerated", "BUILTIN_MODELS", "ClipClassifier", "I3D_NAME", "accelerator_of", "classifier_for",
+           "create_classifier", "near_builtin"]

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Optional, Protocol, Sequence, runtime_checkable
+from typing import TYPE_CHECKING, Iterable, Optional, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
 from realtime.core.types import InputSpec
 
 if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
     from realtime.accel.fast_model import FastModel
 
 
@@ -33,6 +35,19 @@ class ClipClassifier(Protocol):
     def load(self) -> None: ...
 
     def predict(self, clips: np.ndarray) -> np.ndarray: ...
+
+
+class Runner(Protocol):
+    """What runs a backend's network: :class:`~realtime.accel.fast_model.FastModel` (torch) or
+    :class:`~realtime.accel.openvino_model.OpenVINOModel`. ``predict`` takes normalised windows
+    (B, T, C, H, W) of ``input_shape`` and returns (B, classes) float32 probabilities."""
+
+    engine: str              # "torch" or "openvino"
+    input_shape: tuple[int, ...]
+
+    def predict(self, x: "torch.Tensor") -> np.ndarray: ...
+
+    def warmup(self, batch_sizes: Iterable[int] = (1,)) -> None: ...
 
 
 @runtime_checkable

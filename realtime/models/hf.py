@@ -52,6 +52,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
 
     from realtime.accel.fast_model import FastModel
+    from realtime.models.base import Runner
 
 logger = logging.getLogger(__name__)
 
@@ -88,8 +89,14 @@ class HFVideoClassifier:
         cuda_graphs: Optional[bool] = None,
         sdpa_backend: str = "auto",
         compile: bool = False,
+        engine: str = "auto",
+        int8: bool = False,
     ) -> None:
         self.model_id = os.fspath(model_id_or_dir)
+        self.requested_engine = engine
+        self.engine = engine                      # "torch" or "openvino" after load()
+        self.int8 = int8                          # OpenVINO's quantised model (realtime models quantize)
+        self._runner: Optional["Runner"] = None   # what runs the network: _fast, or OpenVINO
         self.cuda_graphs = cuda_graphs            # None: on for CUDA devices
         self.sdpa_backend = sdpa_backend          # which SDPA kernel (realtime.core.types.SDPA_BACKENDS)
         self.compile = compile                    # torch.compile the forward (FastModel)
@@ -203,18 +210,36 @@ class HFVideoClassifier:
         spec = input_spec_from_processor(settings, model_type, image_size)
         window = window_seconds_for(config, num_frames, self.frame_stride)
 
+        import torch
+
         from realtime.accel.device import resolve_device, resolve_dtype
-        device = resolve_device(self.requested_device)
-        dtype = resolve_dtype(self.requested_dtype, device)
-        model, attn = self._load_model(AutoModelForVideoClassification, src, hub_kwargs, dtype)
-        model = model.to(device).eval()
         from realtime.accel.fast_model import FastModel, compile_on, hf_forward
-        # Also moves plain tensor attributes (VideoMAE's position table) to the device, and on
-        # CUDA replays the forward as a CUDA graph per batch size.
-        fast = FastModel(model, hf_forward(model), (num_frames, 3, *spec.crop), device=device,
-                         dtype=None, sdpa=False, cuda_graphs=self.cuda_graphs,
-                         sdpa_backend=self.sdpa_backend if attn == "sdpa" else "auto",
-                         compile=compile_on(device, self.compile, self.model_id))
+        from realtime.accel.openvino_model import resolve_engine, try_openvino
+        device = resolve_device(self.requested_device)
+        engine = resolve_engine(self.requested_engine, device, int8=self.int8)
+        # OpenVINO converts the float32 network and picks its precision when compiling.
+        loaded_dtype = resolve_dtype(self.requested_dtype, device) if engine == "torch" else torch.float32
+        model, attn = self._load_model(AutoModelForVideoClassification, src, hub_kwargs, loaded_dtype)
+        model = model.to(device).eval()
+        window_shape = (num_frames, 3, *spec.crop)
+        runner: Optional["Runner"] = None
+        if engine == "openvino":
+            runner = try_openvino(model, hf_forward(model), window_shape, name=self.model_id,
+                                  dtype=self.requested_dtype, int8=self.int8)
+            if runner is None:
+                engine = "torch"
+        fast = None
+        if runner is None:
+            dtype = resolve_dtype(self.requested_dtype, device)
+            # Also moves plain tensor attributes (VideoMAE's position table) to the device, and on
+            # CUDA replays the forward as a CUDA graph per batch size.
+            runner = fast = FastModel(model, hf_forward(model), window_shape, device=device,
+                                      dtype=None if dtype == loaded_dtype else dtype, sdpa=False,
+                                      cuda_graphs=self.cuda_graphs,
+                                      sdpa_backend=self.sdpa_backend if attn == "sdpa" else "auto",
+                                      compile=compile_on(device, self.compile, self.model_id))
+        else:
+            dtype = runner.dtype
 
         self.config = config
         self.processor_settings = settings
@@ -225,11 +250,13 @@ class HFVideoClassifier:
         self.device = str(device)
         self.dtype = dtype
         self.attn = attn
+        self.engine = engine
         self._model = model
         self._fast = fast
+        self._runner = runner
         logger.info(
-            "loaded %s (%s, %d labels): %d frames / %.2f s windows, device=%s dtype=%s attn=%s, input %s",
-            self.model_id, model_type, len(labels), num_frames, window, self.device,
+            "loaded %s (%s, %d labels): %d frames / %.2f s windows, device=%s engine=%s dtype=%s attn=%s, input %s",
+            self.model_id, model_type, len(labels), num_frames, window, self.device, engine,
             str(dtype).removeprefix("torch."), attn, spec,
         )
 
@@ -261,10 +288,22 @@ class HFVideoClassifier:
         :meth:`load`): the pipeline's device path fills its input buffer and runs it directly."""
         return self._fast
 
-    def _require_fast(self) -> "FastModel":
+    @property
+    def runner(self) -> Optional["Runner"]:
+        """What runs the network after :meth:`load`: a FastModel (torch) or an OpenVINOModel."""
+        return self._runner
+
+    def network(self) -> tuple[Any, Any, tuple[int, ...]]:
+        """The torch network (after :meth:`load`), its ``(B, T, C, H, W) -> logits`` adapter and one
+        window's (T, C, H, W): what an engine converts (``realtime models quantize``)."""
+        from realtime.accel.fast_model import hf_forward
+        model = self._require_model()
+        return model, hf_forward(model), (self.num_frames, 3, *self.input_spec.crop)
+
+    def _require_runner(self) -> "Runner":
         self._require_model()
-        assert self._fast is not None
-        return self._fast
+        assert self._runner is not None
+        return self._runner
 
     def _require_model(self) -> Any:
         if self._model is None:
@@ -295,7 +334,7 @@ class HFVideoClassifier:
             x = x[:, resample_indices(x.shape[1], self.num_frames)]
         pixels = normalize(x, self.input_spec)  # (B, T, H, W, 3) float32
         pixel_values = torch.from_numpy(pixels).permute(0, 1, 4, 2, 3)   # (B, T, C, H, W)
-        return self._require_fast().predict(pixel_values)
+        return self._require_runner().predict(pixel_values)
 
 
 def _labels_from_config(config: Any, model_id: str) -> tuple[str, ...]:

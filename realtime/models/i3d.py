@@ -38,7 +38,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from realtime.accel.device import DTYPE_CHOICES, DeviceError, require_available, resolve_device, resolve_dtype
-from realtime.accel.fast_model import FastModel
+from realtime.accel.fast_model import FastModel, Forward
+from realtime.accel.openvino_model import resolve_engine
+from realtime.models.base import Runner
 from realtime.core.errors import ModelError
 from realtime.core.preprocess import normalize
 from realtime.core.types import InputSpec
@@ -382,17 +384,22 @@ class I3DClassifier:
 
     def __init__(self, device: str = "auto", dtype: str = "auto",
                  cache_dir: Optional[PathLike] = None, num_frames: int = DEFAULT_NUM_FRAMES,
-                 compile: bool = False) -> None:
+                 compile: bool = False, engine: str = "auto", int8: bool = False) -> None:
         if num_frames < MIN_FRAMES:
             raise ValueError(f"num_frames must be at least {MIN_FRAMES}, got {num_frames}")
         self.device = _resolve_device(device)
+        self.requested_dtype = dtype
         self.dtype = _resolve_dtype(dtype, self.device)
+        self.requested_engine = engine
+        self.engine = engine                   # "torch" or "openvino" after load()
+        self.int8 = int8                       # OpenVINO's quantised model (realtime models quantize)
         self.cache_dir = cache_dir
         self.compile = compile                 # torch.compile the network (FastModel)
         self.num_frames = int(num_frames)
         self.window_seconds = self.num_frames / KINETICS_FPS
         self._model: Optional[InceptionI3d] = None
-        self._fast: Optional[FastModel] = None  # runs the network after load()
+        self._fast: Optional[FastModel] = None  # runs the network after load() on torch
+        self._runner: Optional[Runner] = None   # what runs it: _fast, or OpenVINO
 
     @property
     def labels(self) -> Sequence[str]:
@@ -419,17 +426,42 @@ class I3DClassifier:
         model = InceptionI3d(len(self.labels))
         model.load_flax(variables)
         model.eval().requires_grad_(False)
-        # The network is channels-last, the layout the (B, T, H, W, 3) input already
-        # has, so predict() needs no transpose copy.
-        self._model = model.to(device=self.device, dtype=_DTYPES[self.dtype],
-                               memory_format=torch.channels_last_3d)
         from realtime.accel.fast_model import compile_on, i3d_forward
-        self._fast = FastModel(self._model, i3d_forward(self._model),
-                              (self.num_frames, 3, *self.input_spec.crop), device=self.device,
-                              dtype=None, sdpa=False,
-                              compile=compile_on(self.device, self.compile, self.name))
-        logger.info("loaded %s from %s on %s (%s) in %.1f s", self.name, path, self.device,
-                    self.dtype, time.monotonic() - started)
+        window = (self.num_frames, 3, *self.input_spec.crop)
+        self._runner = self._fast = None
+        self.engine = resolve_engine(self.requested_engine, torch.device(self.device), int8=self.int8)
+        if self.engine == "openvino":
+            from realtime.accel.openvino_model import try_openvino
+            self._runner = try_openvino(model, i3d_forward(model), window, name=self.name,
+                                        dtype=self.requested_dtype, cache_dir=self.cache_dir, int8=self.int8)
+            if self._runner is None:
+                self.engine = "torch"
+            else:
+                self.dtype = ("int8+" if self.int8 else "") + str(self._runner.dtype).removeprefix("torch.")
+                self._model = model   # float32, for windows of another length than num_frames
+        if self._runner is None:
+            # The network is channels-last, the layout the (B, T, H, W, 3) input already
+            # has, so predict() needs no transpose copy.
+            self._model = model.to(device=self.device, dtype=_DTYPES[self.dtype],
+                                   memory_format=torch.channels_last_3d)
+            self._runner = self._fast = FastModel(self._model, i3d_forward(self._model), window,
+                                                  device=self.device, dtype=None, sdpa=False,
+                                                  compile=compile_on(self.device, self.compile, self.name))
+        logger.info("loaded %s from %s on %s (%s, %s) in %.1f s", self.name, path, self.device,
+                    self.engine, self.dtype, time.monotonic() - started)
+
+    @property
+    def runner(self) -> Optional[Runner]:
+        """What runs the network after :meth:`load`: a FastModel (torch) or an OpenVINOModel."""
+        return self._runner
+
+    def network(self) -> tuple[nn.Module, Forward, tuple[int, ...]]:
+        """The torch network (after :meth:`load`), its ``(B, T, C, H, W) -> logits`` adapter and one
+        window's (T, C, H, W): what an engine converts (``realtime models quantize``)."""
+        if self._model is None:
+            raise RuntimeError(f"{self.name}: call load() before network()")
+        from realtime.accel.fast_model import i3d_forward
+        return self._model, i3d_forward(self._model), (self.num_frames, 3, *self.input_spec.crop)
 
     def predict(self, clips: np.ndarray) -> np.ndarray:
         """uint8 (B, T, 224, 224, 3) RGB clips -> float32 (B, 400) class probabilities."""
@@ -438,10 +470,10 @@ class I3DClassifier:
         clips = validate_clips(clips, self.input_spec.crop, self.name)
         x = torch.from_numpy(normalize(clips, self.input_spec))     # (B, T, H, W, 3) float32
         x = x.permute(0, 4, 1, 2, 3)                                # NCTHW, channels-last strides
-        if clips.shape[1] == self.num_frames and self._fast is not None:
-            # The fast runner (CUDA graphs on a GPU) takes (B, T, C, H, W) windows.
-            return self._fast.predict(x.permute(0, 2, 1, 3, 4))
-        x = x.to(device=self.device, dtype=_DTYPES[self.dtype])
+        if clips.shape[1] == self.num_frames and self._runner is not None:
+            # The runner (CUDA graphs on a GPU, or OpenVINO) takes (B, T, C, H, W) windows.
+            return self._runner.predict(x.permute(0, 2, 1, 3, 4))
+        x = x.to(device=self.device, dtype=next(self._model.parameters()).dtype)
         x = x.contiguous(memory_format=torch.channels_last_3d)     # a no-op: already channels-last
         with torch.inference_mode():
             logits = self._model(x).float()

@@ -26,7 +26,7 @@ from realtime.core.errors import RealtimeError
 from realtime.core.events import Event, EventFactory, change_fields, smoothed_fields
 from realtime.core.health import HealthMonitor
 from realtime.stream.inference import InferenceWorker, StreamSlot
-from realtime.models import ClipClassifier, create_classifier
+from realtime.models import ClipClassifier, classifier_for
 from realtime.core.redact import host_of
 from realtime.stream.ring import FrameRing, ring_capacity
 from realtime.stream.windows import BatchClassifier, batch_classifier
@@ -175,9 +175,7 @@ class Pipeline:
         if self._classifier is not None:
             classifier = self._classifier
         else:
-            m = self.config.model
-            classifier = create_classifier(m.name, device=m.device, dtype=m.dtype, sdpa_backend=m.sdpa_backend,
-                                           compile=m.compile)
+            classifier = classifier_for(self.config.model)
         log.info("loading model %s", getattr(classifier, "name", "?"))
         t0 = time.monotonic()
         classifier.load()

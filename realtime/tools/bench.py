@@ -150,6 +150,17 @@ def random_videomae(name: str, seed: int) -> tuple[nn.Module, Any]:
     return model, processor
 
 
+def saved_model(model: str, workdir: Path) -> str:
+    """``model`` as :func:`realtime.models.create_classifier` takes it: a random VideoMAE name
+    (:data:`RANDOM_VIDEOMAE`) is saved into ``workdir`` first (fixed seed); others are returned as is."""
+    if model not in RANDOM_VIDEOMAE:
+        return model
+    network, processor = random_videomae(model, seed=0)
+    network.save_pretrained(workdir / model)
+    processor.save_pretrained(workdir / model)
+    return str(workdir / model)
+
+
 def _load_subject(opts: BenchOptions, device: torch.device, dtype: torch.dtype) -> _Subject:
     from realtime.accel.fast_model import hf_forward, i3d_forward
     from realtime.models.hf_inputs import input_spec_from_processor

@@ -55,22 +55,17 @@ class SyntheticCamera:
         self._open = False
 
 
-def _classifier(model: str, device: str, workdir: Path, sdpa_backend: str = "auto") -> Any:
+def _classifier(model: str, device: str, workdir: Path, sdpa_backend: str = "auto", engine: str = "auto") -> Any:
     from realtime.models import create_classifier
-    from realtime.models.hf import HFVideoClassifier
-    if model.startswith("videomae-") and model.endswith("-random"):
-        from realtime.tools.bench import random_videomae
-        net, processor = random_videomae(model, seed=0)
-        net.save_pretrained(workdir / model)
-        processor.save_pretrained(workdir / model)
-        return HFVideoClassifier(str(workdir / model), device=device, sdpa_backend=sdpa_backend)
-    return create_classifier(model, device=device, sdpa_backend=sdpa_backend)
+    from realtime.tools.bench import saved_model
+    return create_classifier(saved_model(model, workdir), device=device, sdpa_backend=sdpa_backend, engine=engine)
 
 
 def run_stream_bench(model: str, device: str, streams: int, seconds: float, fps: float,
                      frame_size: tuple[int, int], stride: float, max_batch: int,
                      max_wait_ms: float = 0.0, preprocess: str = "auto",
-                     sampled_frames_only: bool = True, sdpa_backend: str = "auto") -> dict[str, Any]:
+                     sampled_frames_only: bool = True, sdpa_backend: str = "auto",
+                     engine: str = "auto") -> dict[str, Any]:
     """Run ``streams`` synthetic live cameras for ``seconds``; per-stream rates and frame ages."""
     from realtime.tools.bench_measure import synthetic_frames
     from realtime.stream.pipeline import Pipeline
@@ -87,7 +82,7 @@ def run_stream_bench(model: str, device: str, streams: int, seconds: float, fps:
                 ages.setdefault(event["stream"], []).append(event["latency_ms"])
 
     with tempfile.TemporaryDirectory(prefix="realtime-bench-") as tmp:
-        clf = _classifier(model, device, Path(tmp), sdpa_backend)
+        clf = _classifier(model, device, Path(tmp), sdpa_backend, engine)
         cfg = load_config(None, ["sinks=[]", "run.log_level=warning", f"window.stride_seconds={stride}",
                                  f"inference.max_batch={max_batch}", f"inference.max_wait_ms={max_wait_ms}",
                                  f"inference.preprocess={preprocess}", "events.heartbeat_seconds=0",
@@ -121,7 +116,8 @@ def run_stream_bench(model: str, device: str, streams: int, seconds: float, fps:
         all_ages = np.array([a for v in ages.values() for a in v]) if ages else np.zeros(0)
     target = 1.0 / stride
     return {
-        "model": model, "device": str(clf.device), "streams": streams, "fps": fps,
+        "model": model, "device": str(clf.device), "engine": getattr(clf, "engine", "torch"),
+        "precision": str(getattr(clf, "dtype", "")).removeprefix("torch."), "streams": streams, "fps": fps,
         "frame_size": [width, height], "stride_seconds": stride, "max_batch": max_batch, "max_wait_ms": max_wait_ms,
         "sampled_frames_only": sampled_frames_only, "sdpa_backend": sdpa_backend,
         "frames_prepared": round(delivered / max(1, frames_read), 3),
@@ -160,7 +156,8 @@ def format_stream_result(r: dict[str, Any]) -> str:
     rate = r["windows_per_second_per_stream"]
     return "\n".join([
         f"{r['streams']} streams x {r['fps']:g} fps {r['frame_size'][0]}x{r['frame_size'][1]}, "
-        f"model {r['model']} on {r['device']}, {r['seconds']} s; max batch {r['max_batch']}, max wait "
+        f"model {r['model']} on {r['device']} ({r.get('engine', 'torch')}, {r.get('precision', '?')}), "
+        f"{r['seconds']} s; max batch {r['max_batch']}, max wait "
         f"{r.get('max_wait_ms', 0):g} ms, {'sampled frames' if r['sampled_frames_only'] else 'every frame'}",
         f"  windows/s: {r['windows_per_second_total']} total; per stream min {rate['min']} "
         f"max {rate['max']} (target {rate['target']}); starved streams: {r['starved_streams']}",

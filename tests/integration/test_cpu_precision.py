@@ -7,15 +7,11 @@ import os
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
 from conftest import REPO, SHARED_CLIPS, i3d_weights_or_skip
 from realtime.accel import device as dev
-from realtime.config import load_config
-from realtime.tools.classify import classify_file
-
-CLIPS = ["abseiling.mp4", "arm_wrestling.mp4", "flipping_pancake.mkv", "shooting_basketball.avi"]
+from support.clip_labels import largest_difference
 
 pytestmark = [
     pytest.mark.slow,
@@ -26,15 +22,7 @@ pytestmark = [
 @pytest.mark.skipif(not SHARED_CLIPS.is_dir(), reason=f"real clips not found at {SHARED_CLIPS}")
 def test_i3d_in_bfloat16_keeps_every_label_of_float32():
     i3d_weights_or_skip()
-    worst = 0.0
-    for clip in CLIPS:
-        results = {}
-        for dtype in ("float32", "bfloat16"):
-            config = load_config(overrides=["model.name=i3d-kinetics400", f"model.dtype={dtype}"])
-            results[dtype] = classify_file(str(SHARED_CLIPS / clip), config, stride=2.0, progress=False)
-        fp32, bf16 = results["float32"], results["bfloat16"]
-        assert fp32.top_k(1)[0]["label"] == bf16.top_k(1)[0]["label"], (clip, fp32.top_k(3), bf16.top_k(3))
-        worst = max(worst, float(np.abs(fp32.mean_probs - bf16.mean_probs).max()))
+    worst = largest_difference(SHARED_CLIPS, ["model.precision=float32"], ["model.precision=bfloat16"])
     assert worst <= 0.02, worst
 
 

@@ -23,7 +23,7 @@ from realtime.config import Config
 from realtime.core.errors import ConfigError, RealtimeError, SourceError
 from realtime.core.metrics import classification_metrics, top_k_accuracy
 from realtime.core.types import InputSpec
-from realtime.models import ClipClassifier, create_classifier
+from realtime.models import ClipClassifier, classifier_for
 from realtime.tools.evaluate.dataset import load_dataset, match_labels, read_label_map
 from realtime.tools.evaluate.report import ClipOutcome, EvalReport, Skipped, round_score
 
@@ -112,8 +112,7 @@ def evaluate(data: str | Path, config: Config, *, classifier: Optional[ClipClass
     mapping = read_label_map(labels_map) if labels_map is not None else None
     owned = classifier is None
     if classifier is None:
-        m = config.model
-        classifier = create_classifier(m.name, device=m.device, dtype=m.dtype)
+        classifier = classifier_for(config.model)
     shared = SharedClassifier(classifier)
     try:
         t0 = time.monotonic()

@@ -11,7 +11,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
@@ -61,11 +61,46 @@ class FeatureSet:
         return self.features[idx].to(device, torch.float32), motion
 
 
-def cache_features(model: Any, clips: Sequence[ClipFile], spec: InputSpec, num_frames: int, fps: float,
+Extract = Callable[[torch.Tensor], tuple[torch.Tensor, Optional[torch.Tensor]]]
+"""``model.features`` as some engine runs it: (B, 3, T, H, W) input -> (features, motion map or None)."""
+
+
+def feature_extractor(model: Any, num_frames: int, crop: tuple[int, int], device: torch.device,
+                      engine: str = "auto") -> tuple[Extract, str]:
+    """How ``model.features`` (the frozen part) runs for caching, and on which engine: OpenVINO
+    on a CPU where ``engine`` resolves to it (converted once, cached like any model), else torch."""
+    from realtime.accel.openvino_model import openvino_dtype, resolve_engine, try_openvino
+
+    def on_torch(x: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        with torch.inference_mode():
+            return model.features(x)
+
+    if resolve_engine(engine, device) != "openvino":
+        return on_torch, "torch"
+    with torch.inference_mode():     # whether the frozen part yields a motion map is fixed by the head
+        has_motion = model.features(torch.zeros(2, 3, num_frames, *crop))[1] is not None
+
+    def frozen(x: torch.Tensor) -> Any:
+        out, motion = model.features(x)
+        return (out, motion) if has_motion else out
+
+    # Keyed by the frozen weights only (the head is new each run) and what is computed from them.
+    runner = try_openvino(model.lower, frozen, (3, num_frames, *crop), name=f"i3d-kinetics400 up to {model.split}",
+                          dtype=openvino_dtype("auto"), variant=f"features, motion={has_motion}")
+    if runner is None:
+        return on_torch, "torch"
+
+    def on_openvino(x: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        outs = runner.outputs(x)
+        return outs[0], (outs[1] if has_motion else None)
+    return on_openvino, "openvino"
+
+
+def cache_features(extract: Extract, clips: Sequence[ClipFile], spec: InputSpec, num_frames: int, fps: float,
                    *, views: int, train: bool, aug: Augmentation, seed: int, device: torch.device,
                    skipped: list[tuple[Path, str]], progress: bool = True, desc: str = "caching features",
                    chunk: int = 4) -> FeatureSet:
-    """Run ``model.features`` once per view of each clip and keep the outputs (float16, CPU):
+    """Run ``extract`` (``model.features``) once per view of each clip and keep the outputs (float16, CPU):
     the input of the trained part and, for the motion head, the motion map.
 
     Training clips get ``views`` views: the first unaugmented (the middle window, centre
@@ -94,8 +129,7 @@ def cache_features(model: Any, clips: Sequence[ClipFile], spec: InputSpec, num_f
         del decoded
         for i in range(0, len(batch), chunk):
             x = _to_input(np.stack(batch[i:i + chunk]), spec, device, "i3d")
-            with torch.inference_mode():
-                out, motion = model.features(x)
+            out, motion = extract(x)
             feats.append(out.to("cpu", torch.float16).contiguous())
             if motion is not None:
                 motions.append(motion.to("cpu", torch.float16).contiguous())
@@ -202,10 +236,12 @@ def _finetune_i3d(dataset: Dataset, train_idx: list[int], val_idx: list[int], ou
 
     if mode == "cached":
         model.eval()
-        train_set = cache_features(model, train_clips, spec, num_frames, fps, views=opts.views, train=True,
+        extract, engine = feature_extractor(model, num_frames, spec.crop, device, opts.engine)
+        logger.info("caching features on %s", engine)
+        train_set = cache_features(extract, train_clips, spec, num_frames, fps, views=opts.views, train=True,
                                    aug=aug, seed=opts.seed, device=device, skipped=skipped,
                                    progress=opts.progress, desc="caching training features")
-        val_set = (cache_features(model, val_clips, spec, num_frames, fps, views=opts.val_views, train=False,
+        val_set = (cache_features(extract, val_clips, spec, num_frames, fps, views=opts.val_views, train=False,
                                   aug=aug, seed=opts.seed, device=device, skipped=skipped,
                                   progress=opts.progress, desc="caching validation features")
                    if val_clips else None)

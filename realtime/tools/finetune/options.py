@@ -50,6 +50,7 @@ class FineTuneOptions:
     hidden: int = 128
     dropout: float = 0.5
     device: str = "auto"
+    engine: str = "auto"            # cached mode: what extracts the frozen features (ENGINES)
     workers: int = 0                # full / transformers modes: decoding worker processes
     progress: bool = True
 
