@@ -42,6 +42,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                     help="a folder of clips like those the model will see (sub-folders too)")
     qp.add_argument("--windows", type=int, default=DEFAULT_WINDOWS,
                     help=f"calibration windows, spread evenly over the clips (default {DEFAULT_WINDOWS})")
+    qp.add_argument("--num-frames", type=int, metavar="N",
+                    help="i3d-kinetics400: the window length the runs use (model.num_frames; default 32)")
     qp.add_argument("--json", metavar="OUT", help="also write the report as JSON to OUT")
     add_log_level(qp, "warning")
     qp.set_defaults(func=cmd_models_quantize)
@@ -82,7 +84,7 @@ def cmd_models_pull(args: argparse.Namespace) -> int:
 def cmd_models_quantize(args: argparse.Namespace) -> int:
     from realtime.tools.quantize import format_report, quantize_model
     setup_logging(args.log_level)
-    report = quantize_model(args.model, args.calibration, windows=args.windows)
+    report = quantize_model(args.model, args.calibration, windows=args.windows, num_frames=args.num_frames)
     print(format_report(report), flush=True)
     if args.json:
         with open(args.json, "w") as f:

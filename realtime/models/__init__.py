@@ -47,21 +47,26 @@ def near_builtin(name: str) -> Optional[str]:
 
 def create_classifier(name: str, *, device: str = "auto", dtype: str = "auto",
                       cache_dir: Optional[str] = None, sdpa_backend: str = "auto",
-                      compile: bool = False, engine: str = "auto") -> ClipClassifier:
+                      compile: bool = False, engine: str = "auto",
+                      num_frames: Optional[int] = None) -> ClipClassifier:
     """Build (not load) the classifier named ``name``. ``sdpa_backend``: the attention kernel of
     ``transformers`` models (see :data:`realtime.core.types.SDPA_BACKENDS`; I3D has no attention).
     ``compile``: ``torch.compile`` the network on CUDA (transformers models and the built-in I3D;
     a fine-tuned I3D runs as is). ``engine``: what runs the network (see
     :data:`realtime.core.types.ENGINES`); a fine-tuned I3D always runs on torch. ``dtype`` takes
     what ``model.precision`` does: with ``"int8"`` the model ``realtime models quantize`` made
-    runs on OpenVINO."""
+    runs on OpenVINO. ``num_frames``: the built-in I3D's window length (consecutive frames at
+    25 fps; its network, and an engine's converted model, are built for it); other models keep
+    the length they were trained on and resample windows of another length."""
     int8 = str(dtype).lower() == "int8"     # model.precision int8: OpenVINO's quantised model
     if int8:
         dtype = "auto"
     if name == I3D_NAME:
-        from realtime.models.i3d import I3DClassifier
+        from realtime.models.i3d import DEFAULT_NUM_FRAMES, MIN_FRAMES, I3DClassifier
+        if num_frames is not None and num_frames < MIN_FRAMES:
+            raise ConfigError(f"model.num_frames {num_frames}: {I3D_NAME} needs at least {MIN_FRAMES} frames")
         return I3DClassifier(device=device, dtype=dtype, cache_dir=cache_dir, compile=compile, engine=engine,
-                             int8=int8)
+                             int8=int8, num_frames=num_frames or DEFAULT_NUM_FRAMES)
     path = Path(name).expanduser()
     if (path / "realtime_model.json").is_file():   # `realtime finetune` output
         from realtime.models.finetuned import FineTunedI3DClassifier
@@ -86,7 +91,7 @@ def create_classifier(name: str, *, device: str = "auto", dtype: str = "auto",
 def classifier_for(model: "ModelConfig") -> ClipClassifier:
     """:func:`create_classifier` with the settings of a configuration's ``model`` section."""
     return create_classifier(model.name, device=model.device, dtype=model.precision, sdpa_backend=model.sdpa_backend,
-                             compile=model.compile, engine=model.engine)
+                             compile=model.compile, engine=model.engine, num_frames=model.num_frames)
 
 
 __all__ = ["Accelerated", "BUILTIN_MODELS", "ClipClassifier", "I3D_NAME", "accelerator_of", "classifier_for",

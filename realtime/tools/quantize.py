@@ -13,7 +13,7 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
@@ -69,14 +69,14 @@ def _timed_probs(clf: Any, windows: np.ndarray) -> tuple[np.ndarray, float]:
 
 
 def quantize_model(name: str, calibration: str | Path, *, windows: int = DEFAULT_WINDOWS,
-                   progress: bool = True) -> dict[str, Any]:
+                   num_frames: Optional[int] = None, progress: bool = True) -> dict[str, Any]:
     """Quantise model ``name`` from the clips in ``calibration``; returns the report (see module)."""
     from realtime.accel.openvino_int8 import quantize
 
     if windows < 1:
         raise ConfigError(f"--windows must be >= 1, got {windows}")
     clips = calibration_clips(calibration)
-    fp32 = create_classifier(name, device="cpu", dtype="float32", engine="openvino")
+    fp32 = create_classifier(name, device="cpu", dtype="float32", engine="openvino", num_frames=num_frames)
     fp32.load()
     network = getattr(fp32, "network", None)
     if network is None or getattr(fp32, "engine", "") != "openvino":
@@ -93,7 +93,7 @@ def quantize_model(name: str, calibration: str | Path, *, windows: int = DEFAULT
     path = quantize(module, forward, shape, list(calib), to_input, name=name,
                     transformer=hasattr(module, "config"), calibration=str(Path(calibration).resolve()))
     seconds = time.monotonic() - started
-    int8 = create_classifier(name, device="cpu", dtype="int8", engine="openvino")
+    int8 = create_classifier(name, device="cpu", dtype="int8", engine="openvino", num_frames=num_frames)
     int8.load()
     p32, ms32 = _timed_probs(fp32, check)
     p8, ms8 = _timed_probs(int8, check)

@@ -321,14 +321,14 @@ def test_confusion_png_for_many_classes() -> None:
 # --------------------------------------------------------------------------- the command
 @pytest.fixture
 def scripted_model(monkeypatch: pytest.MonkeyPatch) -> list[CountingClassifier]:
-    """Make ``create_classifier`` (as evaluate calls it) return colour classifiers."""
+    """Make ``classifier_for`` (as evaluate calls it) return colour classifiers."""
     made: list[CountingClassifier] = []
 
-    def create(name: str, **_kw) -> CountingClassifier:
+    def create(model, **_kw) -> CountingClassifier:
         made.append(CountingClassifier())
         return made[-1]
 
-    monkeypatch.setattr(evaluate_module, "create_classifier", create)
+    monkeypatch.setattr(evaluate_module, "classifier_for", create)
     return made
 
 
