@@ -19,6 +19,7 @@ from realtime.cli.eval import add_parser as _add_eval
 from realtime.cli.finetune import add_parser as _add_finetune
 from realtime.cli.listen import add_parser as _add_listen
 from realtime.cli.models import add_parser as _add_models
+from realtime.cli.gallery import add_parsers as _add_gallery
 from realtime.sinks import sinks_from_specs
 from realtime.core.redact import redact_text
 from realtime.threads import live_threads
@@ -180,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_eval(sub)
     _add_bench(sub)
     _add_finetune(sub)
+    _add_gallery(sub)
     return parser
 
 

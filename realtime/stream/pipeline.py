@@ -21,7 +21,7 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 
 from realtime.stream.capture import Backoff, CaptureWorker
-from realtime.config import Config, SourceConfig, apply_override, load_config, safe_stream_name
+from realtime.config import Config, SmoothingConfig, SourceConfig, apply_override, load_config, safe_stream_name
 from realtime.core.errors import RealtimeError
 from realtime.core.events import Event, EventFactory, change_fields, smoothed_fields
 from realtime.core.health import HealthMonitor
@@ -93,6 +93,16 @@ class StreamRuntime:
     ring: FrameRing
     capture: CaptureWorker
     slot: StreamSlot
+
+
+def smoothing_params(c: SmoothingConfig) -> SmoothingParams:
+    """The pure smoother's parameters from the ``smoothing`` section (the live path's, and the
+    gallery's segments)."""
+    return SmoothingParams(enabled=c.enabled, method=c.method, alpha=c.alpha, window=c.window,
+                           enter=c.enter, exit=c.exit, min_dwell_seconds=c.min_dwell_seconds,
+                           uncertain_label=c.uncertain_label, allow=tuple(c.allow),
+                           deny=tuple(c.deny), min_allowed_mass=c.min_allowed_mass,
+                           rename=dict(c.rename))
 
 
 class Pipeline:
@@ -193,12 +203,7 @@ class Pipeline:
                           m.window_seconds or classifier.window_seconds)
 
     def _smoothing_params(self) -> SmoothingParams:
-        c = self.config.smoothing
-        return SmoothingParams(enabled=c.enabled, method=c.method, alpha=c.alpha, window=c.window,
-                               enter=c.enter, exit=c.exit, min_dwell_seconds=c.min_dwell_seconds,
-                               uncertain_label=c.uncertain_label, allow=tuple(c.allow),
-                               deny=tuple(c.deny), min_allowed_mass=c.min_allowed_mass,
-                               rename=dict(c.rename))
+        return smoothing_params(self.config.smoothing)
 
     def _build_streams(self, classifier: ClipClassifier, batches: BatchClassifier,
                        spec: WindowSpec) -> list[StreamRuntime]:

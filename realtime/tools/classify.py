@@ -32,6 +32,7 @@ class ClipResult:
     mean_probs: Optional[np.ndarray] = None
     frames: int = 0
     min_score: float = 0.0      # below this the best label is only a guess (smoothing.enter)
+    window_probs: Optional[np.ndarray] = None   # (windows, labels), with keep_probs=True
 
     @property
     def uncertain(self) -> bool:
@@ -57,7 +58,7 @@ class ClipResult:
 
 
 def classify_file(path: str, config: Config, classifier: Optional[ClipClassifier] = None,
-                  stride: Optional[float] = None, progress: bool = True) -> ClipResult:
+                  stride: Optional[float] = None, progress: bool = True, keep_probs: bool = False) -> ClipResult:
     """Classify a whole video file: every window at the stride, probabilities averaged.
 
     Args:
@@ -67,6 +68,7 @@ def classify_file(path: str, config: Config, classifier: Optional[ClipClassifier
         classifier: a loaded or unloaded classifier to use instead of ``config.model``.
         stride: seconds between windows (default: ``config.window.stride_seconds``).
         progress: show a progress bar with an ETA on stderr.
+        keep_probs: also keep every window's probabilities (``window_probs``).
 
     Returns:
         A :class:`ClipResult`: the model's labels, each window's :class:`Prediction`, the mean
@@ -83,12 +85,15 @@ def classify_file(path: str, config: Config, classifier: Optional[ClipClassifier
     cfg = build_config(data, "classify")
     lock = threading.Lock()
     preds: list[Prediction] = []
+    kept: list[np.ndarray] = []
     total: Optional[np.ndarray] = None
 
     def collect(pred: Prediction, probs: np.ndarray) -> None:
         nonlocal total
         with lock:
             preds.append(pred)
+            if keep_probs:
+                kept.append(np.asarray(probs, np.float32))
             total = probs.astype(np.float64) if total is None else total + probs
 
     pipeline = Pipeline(cfg, classifier=classifier, on_prediction=collect)
@@ -105,7 +110,8 @@ def classify_file(path: str, config: Config, classifier: Optional[ClipClassifier
     assert pipeline.classifier is not None
     result = ClipResult(path, pipeline.classifier.name, list(pipeline.classifier.labels), preds,
                         (total / len(preds)).astype(np.float32),
-                        pipeline.streams[0].capture.stats.frames, min_score=cfg.smoothing.enter)
+                        pipeline.streams[0].capture.stats.frames, min_score=cfg.smoothing.enter,
+                        window_probs=np.stack(kept) if keep_probs else None)
     return result
 
 

@@ -1,0 +1,93 @@
+"""``realtime index``, ``realtime search`` and ``realtime tags``: the video gallery."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from realtime.cli.common import (add_config_options, add_log_level, add_model_options, model_overrides,
+                                 setup_logging)
+from realtime.core.errors import ConfigError
+
+DB_HELP = "the gallery database (default $REALTIME_GALLERY_DB or ~/.local/share/realtime/gallery.db)"
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    """Add ``index``, ``search`` and ``tags`` to ``realtime``'s subcommands."""
+    p = sub.add_parser("index", help="classify every video of a folder tree into the gallery database",
+                       description="Walk GALLERY (sub-folders too; hidden files skipped; links followed once), "
+                                   "classify each video through its whole length and store its top labels and "
+                                   "its segments (runs of one stable label, with a thumbnail). Unchanged videos "
+                                   "are not read again; each video is committed on its own.")
+    p.add_argument("gallery", metavar="GALLERY", help="a folder of videos")
+    p.add_argument("--db", metavar="PATH", help=DB_HELP)
+    p.add_argument("--stride", type=float, default=1.0, metavar="S",
+                   help="seconds between classified windows (default 1.0)")
+    p.add_argument("--prune", action="store_true", help="forget videos under GALLERY that no longer exist")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_config_options(p)
+    add_model_options(p)
+    add_log_level(p, "warning")
+    p.set_defaults(func=cmd_index)
+
+    s = sub.add_parser("search", help="find videos in the gallery by activity words")
+    s.add_argument("query", metavar="QUERY", help="activity words, e.g. guitar, 'push ups', pancake")
+    s.add_argument("--db", metavar="PATH", help=DB_HELP)
+    s.add_argument("--top", type=int, default=10, metavar="N", help="at most N videos (default 10)")
+    s.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    add_log_level(s, "warning")
+    s.set_defaults(func=cmd_search)
+
+    t = sub.add_parser("tags", help="the labels found in the gallery, with how many videos and seconds")
+    t.add_argument("--db", metavar="PATH", help=DB_HELP)
+    t.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    add_log_level(t, "warning")
+    t.set_defaults(func=cmd_tags)
+
+
+def _store(args: argparse.Namespace, must_exist: bool):
+    from realtime.gallery.store import GalleryStore, default_db_path
+    path = args.db or default_db_path()
+    from pathlib import Path
+    if must_exist and not Path(path).expanduser().is_file():
+        raise ConfigError(f"no gallery database at {path}: run `realtime index GALLERY` first"
+                          + ("" if args.db else " (or pass --db)"))
+    return GalleryStore(path)
+
+
+def cmd_index(args: argparse.Namespace) -> int:
+    from realtime.config import load_config
+    from realtime.gallery.index import index_gallery
+
+    setup_logging(args.log_level)
+    if args.stride <= 0:
+        raise ConfigError(f"--stride must be > 0, got {args.stride}")
+    config = load_config(args.config, model_overrides(args))
+    with _store(args, must_exist=False) as store:
+        summary = index_gallery(args.gallery, store, config, stride=args.stride, prune=args.prune,
+                                progress=not args.no_progress)
+        print(summary.line(), flush=True)
+        print(f"database: {store.path}", flush=True)
+    return 130 if summary.interrupted else 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from realtime.gallery.query import format_search, search
+
+    setup_logging(args.log_level)
+    if args.top < 1:
+        raise ConfigError(f"--top must be >= 1, got {args.top}")
+    with _store(args, must_exist=True) as store:
+        doc = search(store, args.query, args.top)
+    print(json.dumps(doc) if args.json else format_search(doc), flush=True)
+    return 0
+
+
+def cmd_tags(args: argparse.Namespace) -> int:
+    from realtime.gallery.query import format_tags, tags
+
+    setup_logging(args.log_level)
+    with _store(args, must_exist=True) as store:
+        doc = tags(store)
+    print(json.dumps(doc) if args.json else format_tags(doc), flush=True)
+    return 0
