@@ -12,7 +12,8 @@ want_tests=0
 apt_pkgs=(ffmpeg espeak-ng libgl1 libglib2.0-0)
 if (( want_tests )); then
   apt_pkgs+=(xvfb gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good
-             gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav python3-gi)
+             gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav python3-gi
+             chromium)   # a real headless browser for the search page's test
 fi
 
 missing=()

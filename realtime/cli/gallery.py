@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from realtime.cli.common import (add_config_options, add_log_level, add_model_options, model_overrides,
                                  setup_logging)
@@ -35,6 +36,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--db", metavar="PATH", help=DB_HELP)
     s.add_argument("--top", type=int, default=10, metavar="N", help="at most N videos (default 10)")
     s.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    s.add_argument("--html", metavar="OUT", help="also write the results as a self-contained web page "
+                                                 "(thumbnails; segment times open the video there)")
     add_log_level(s, "warning")
     s.set_defaults(func=cmd_search)
 
@@ -48,7 +51,6 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 def _store(args: argparse.Namespace, must_exist: bool):
     from realtime.gallery.store import GalleryStore, default_db_path
     path = args.db or default_db_path()
-    from pathlib import Path
     if must_exist and not Path(path).expanduser().is_file():
         raise ConfigError(f"no gallery database at {path}: run `realtime index GALLERY` first"
                           + ("" if args.db else " (or pass --db)"))
@@ -79,7 +81,16 @@ def cmd_search(args: argparse.Namespace) -> int:
         raise ConfigError(f"--top must be >= 1, got {args.top}")
     with _store(args, must_exist=True) as store:
         doc = search(store, args.query, args.top)
+        if args.html:
+            from realtime.gallery.page import render_page
+            page = render_page(doc, store.thumbnails([r["path"] for r in doc["results"]], doc["labels"]))
+            try:
+                Path(args.html).write_text(page, encoding="utf-8")
+            except OSError as exc:
+                raise ConfigError(f"--html {args.html}: cannot write it ({exc.strerror or exc})") from exc
     print(json.dumps(doc) if args.json else format_search(doc), flush=True)
+    if args.html and not args.json:
+        print(f"wrote {args.html}", flush=True)
     return 0
 
 

@@ -69,7 +69,8 @@ def tags(store: GalleryStore) -> dict[str, Any]:
     return {"tags": [{"label": label, "videos": n, "seconds": seconds} for label, n, seconds in store.tags()]}
 
 
-def _clock(seconds: float) -> str:
+def clock(seconds: float) -> str:
+    """``1:05`` (or ``1:02:03``) for a time in seconds."""
     s = int(round(seconds))
     return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
 
@@ -83,7 +84,7 @@ def format_search(doc: dict[str, Any]) -> str:
     for i, r in enumerate(doc["results"], 1):
         lines.append(f"{i:>3}. {r['path']}  {r['label']} {r['score']:.2f}")
         for seg in r["segments"]:
-            lines.append(f"       {_clock(seg['start'])}-{_clock(seg['end'])}  {seg['label']} {seg['score']:.2f}")
+            lines.append(f"       {clock(seg['start'])}-{clock(seg['end'])}  {seg['label']} {seg['score']:.2f}")
     return "\n".join(lines)
 
 

@@ -229,6 +229,17 @@ class GalleryStore:
             found.setdefault(vid, []).append(Segment(start, end, label, float(score), thumb_time))
         return found
 
+    def thumbnails(self, paths: Sequence[str], labels: Sequence[str]) -> dict[tuple[str, float], bytes]:
+        """JPEG thumbnails of the segments with one of ``labels`` of the videos at ``paths``,
+        by (path, segment start)."""
+        if not paths or not labels:
+            return {}
+        rows = self._db.execute(
+            f"SELECT v.path, s.start, s.thumbnail FROM segments s JOIN videos v ON v.id = s.video_id"
+            f" WHERE v.path IN ({','.join('?' * len(paths))}) AND s.label IN ({','.join('?' * len(labels))})"
+            f" AND s.thumbnail IS NOT NULL", (*paths, *labels))
+        return {(path, float(start)): bytes(thumb) for path, start, thumb in rows}
+
     def tags(self) -> list[tuple[str, int, float]]:
         """(label, videos, seconds) of every segment label, most seconds first."""
         rows = self._db.execute(

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sqlite3
+import subprocess
+from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
@@ -244,3 +247,59 @@ def test_real_clips_are_found_by_their_activity(tmp_path):
             doc = search(store, query)
             assert doc["results"] and doc["results"][0]["path"] == path, (query, doc)
         assert {t["label"] for t in tags(store)["tags"]} >= {"abseiling", "arm wrestling", "flipping pancake"}
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+class _Tags(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict]] = []
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (scripts/setup.sh --test installs it)")
+def test_the_html_page_shows_hostile_names_as_text_in_a_real_browser(tiny_model, tmp_path):
+    g = tmp_path / "gallery"
+    # "/" cannot be in a file name, so the script tag spans a folder and a file
+    hostile = g / "<script>document.title='pwned'<" / "script><img src=x onerror=document.title='pwned'>.mp4"
+    hostile.parent.mkdir(parents=True)
+    write_video(hostile, frames=75, size=(64, 48))
+    db, page = tmp_path / "g.db", tmp_path / "page.html"
+    r = realtime("index", str(g), "--db", str(db), "--model", str(tiny_model), "--device", "cpu", "--stride", "0.5",
+                 "--no-progress", "--set", "smoothing.enter=0.1", "--set", "smoothing.exit=0.05")
+    assert r.returncode == 0, r.stderr[-2000:]
+    label = json.loads(realtime("tags", "--db", str(db), "--json").stdout)["tags"][0]["label"]
+    r = realtime("search", label, "--db", str(db), "--html", str(page))
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert f"wrote {page}" in r.stdout
+
+    dom = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", page.as_uri()],
+                         capture_output=True, text=True, timeout=60)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    parsed = _Tags()
+    parsed.feed(dom.stdout)
+    assert not [t for t, _ in parsed.tags if t == "script"]
+    assert not [a for _, a in parsed.tags if "onerror" in a]
+    assert "pwned" not in "".join(t for t, a in parsed.tags if t == "title")
+    text = "".join(parsed.text)
+    assert str(hostile) in text and f"realtime search: {label}" in text       # shown as text
+    images = [a for t, a in parsed.tags if t == "img" and a.get("src", "").startswith("data:image/jpeg;base64,")]
+    assert images                                                              # the thumbnails are in the page
+    links = [a["href"] for t, a in parsed.tags if t == "a" and "#t=" in a.get("href", "")]
+    assert links and all(h.startswith("file:///") and "<" not in h for h in links)
+
+    shot = tmp_path / "page.png"
+    subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", f"--screenshot={shot}",
+                    "--window-size=800,600", page.as_uri()], capture_output=True, timeout=60)
+    import cv2
+    image = cv2.imread(str(shot))
+    assert image is not None and image.shape[:2] == (600, 800)
+    assert (image < 200).any()                                                 # something was drawn
