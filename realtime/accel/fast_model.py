@@ -221,6 +221,23 @@ def i3d_forward(model: nn.Module) -> Forward:
     return forward
 
 
+def hf_pooled_forward(model: nn.Module) -> Forward:
+    """``transformers`` video classifiers: (B, T, C, H, W) -> the last hidden state averaged over
+    its tokens (B, hidden): the pooled features the classification head reads."""
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        return model(pixel_values=x, output_hidden_states=True).hidden_states[-1].mean(dim=1)
+    return forward
+
+
+def i3d_pooled_forward(model: nn.Module) -> Forward:
+    """:class:`~realtime.models.i3d.InceptionI3d`: (B, T, C, H, W) -> ``Mixed_5c`` averaged over
+    time and space (B, 1024): the features its logits are a linear function of."""
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        x = x.permute(0, 2, 1, 3, 4).contiguous(memory_format=torch.channels_last_3d)
+        return model.features(x).mean(dim=(2, 3, 4))
+    return forward
+
+
 # --------------------------------------------------------------------------- runner
 
 

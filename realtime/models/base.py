@@ -51,6 +51,14 @@ class Runner(Protocol):
 
 
 @runtime_checkable
+class Embedding(Protocol):
+    """A classifier that also gives each clip's pooled features (for likeness search):
+    ``embed`` takes clips as ``predict`` does and returns (B, D) float32."""
+
+    def embed(self, clips: np.ndarray) -> np.ndarray: ...
+
+
+@runtime_checkable
 class Accelerated(Protocol):
     """A classifier whose network runs in a :class:`~realtime.accel.fast_model.FastModel`.
 

@@ -97,6 +97,7 @@ class HFVideoClassifier:
         self.engine = engine                      # "torch" or "openvino" after load()
         self.int8 = int8                          # OpenVINO's quantised model (realtime models quantize)
         self._runner: Optional["Runner"] = None   # what runs the network: _fast, or OpenVINO
+        self._embedder: Any = None                # pooled features, made on the first embed()
         self.cuda_graphs = cuda_graphs            # None: on for CUDA devices
         self.sdpa_backend = sdpa_backend          # which SDPA kernel (realtime.core.types.SDPA_BACKENDS)
         self.compile = compile                    # torch.compile the forward (FastModel)
@@ -310,13 +311,9 @@ class HFVideoClassifier:
             raise ModelError(f"Hugging Face model '{self.model_id}' is not loaded; call load() first")
         return self._model
 
-    def predict(self, clips: np.ndarray) -> np.ndarray:
-        """Class probabilities for a batch of clips.
-
-        ``clips``: (B, T, H, W, 3) uint8 RGB, (H, W) == ``input_spec.crop``. When T differs
-        from ``num_frames`` the clip is resampled uniformly in time to ``num_frames``
-        (:func:`resample_indices`). Returns (B, len(labels)) float32 softmax probabilities.
-        """
+    def _pixel_values(self, clips: np.ndarray) -> Optional["torch.Tensor"]:
+        """``clips`` checked, resampled to ``num_frames`` and normalised: (B, T, C, H, W) float32,
+        or None for an empty batch."""
         import torch
 
         self._require_model()
@@ -328,13 +325,38 @@ class HFVideoClassifier:
         if tuple(x.shape[2:4]) != tuple(self.input_spec.crop):
             raise ValueError(f"clips are {x.shape[2:4]} but {self.name} needs frames of {self.input_spec.crop}")
         if x.shape[0] == 0:
-            return np.zeros((0, len(self.labels)), np.float32)
+            return None
         if x.shape[1] != self.num_frames:
             logger.debug("resampling %d frames to the %d %s was trained on", x.shape[1], self.num_frames, self.name)
             x = x[:, resample_indices(x.shape[1], self.num_frames)]
         pixels = normalize(x, self.input_spec)  # (B, T, H, W, 3) float32
-        pixel_values = torch.from_numpy(pixels).permute(0, 1, 4, 2, 3)   # (B, T, C, H, W)
+        return torch.from_numpy(pixels).permute(0, 1, 4, 2, 3)   # (B, T, C, H, W)
+
+    def predict(self, clips: np.ndarray) -> np.ndarray:
+        """Class probabilities for a batch of clips.
+
+        ``clips``: (B, T, H, W, 3) uint8 RGB, (H, W) == ``input_spec.crop``. When T differs
+        from ``num_frames`` the clip is resampled uniformly in time to ``num_frames``
+        (:func:`resample_indices`). Returns (B, len(labels)) float32 softmax probabilities.
+        """
+        pixel_values = self._pixel_values(clips)
+        if pixel_values is None:
+            return np.zeros((0, len(self.labels)), np.float32)
         return self._require_runner().predict(pixel_values)
+
+    def embed(self, clips: np.ndarray) -> np.ndarray:
+        """The pooled features of each clip (the last hidden state averaged over its tokens):
+        (B, hidden) float32, on the classifier's engine. Clips as for :meth:`predict`."""
+        pixel_values = self._pixel_values(clips)
+        if pixel_values is None:
+            return np.zeros((0, int(getattr(self.config, "hidden_size", 0) or 0)), np.float32)
+        if self._embedder is None:
+            from realtime.accel.fast_model import hf_pooled_forward
+            from realtime.models.embedding import Embedder
+            model = self._require_model()
+            self._embedder = Embedder(model, hf_pooled_forward(model), (self.num_frames, 3, *self.input_spec.crop),
+                                      engine=self.engine, name=self.model_id, dtype=self.requested_dtype)
+        return self._embedder(pixel_values)
 
 
 def _labels_from_config(config: Any, model_id: str) -> tuple[str, ...]:

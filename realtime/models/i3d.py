@@ -30,7 +30,7 @@ import logging
 import math
 import time
 from pathlib import Path
-from typing import Mapping, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -41,6 +41,9 @@ from realtime.accel.device import DTYPE_CHOICES, DeviceError, require_available,
 from realtime.accel.fast_model import FastModel, Forward
 from realtime.accel.openvino_model import resolve_engine
 from realtime.models.base import Runner
+
+if TYPE_CHECKING:  # pragma: no cover
+    from realtime.models.embedding import Embedder
 from realtime.core.errors import ModelError
 from realtime.core.preprocess import normalize
 from realtime.core.types import InputSpec
@@ -400,6 +403,7 @@ class I3DClassifier:
         self._model: Optional[InceptionI3d] = None
         self._fast: Optional[FastModel] = None  # runs the network after load() on torch
         self._runner: Optional[Runner] = None   # what runs it: _fast, or OpenVINO
+        self._embedder: Optional["Embedder"] = None   # pooled features, made on the first embed()
 
     @property
     def labels(self) -> Sequence[str]:
@@ -462,6 +466,21 @@ class I3DClassifier:
             raise RuntimeError(f"{self.name}: call load() before network()")
         from realtime.accel.fast_model import i3d_forward
         return self._model, i3d_forward(self._model), (self.num_frames, 3, *self.input_spec.crop)
+
+    def embed(self, clips: np.ndarray) -> np.ndarray:
+        """uint8 (B, T, 224, 224, 3) RGB clips -> float32 (B, 1024) pooled ``Mixed_5c`` features,
+        on the classifier's engine (likeness search)."""
+        if self._model is None:
+            raise RuntimeError(f"{self.name}: call load() before embed()")
+        clips = validate_clips(clips, self.input_spec.crop, self.name)
+        x = torch.from_numpy(normalize(clips, self.input_spec)).permute(0, 1, 4, 2, 3)   # (B, T, C, H, W)
+        if self._embedder is None:
+            from realtime.accel.fast_model import i3d_pooled_forward
+            from realtime.models.embedding import Embedder
+            self._embedder = Embedder(self._model, i3d_pooled_forward(self._model),
+                                      (self.num_frames, 3, *self.input_spec.crop), engine=self.engine,
+                                      name=self.name, dtype=self.requested_dtype, cache_dir=self.cache_dir)
+        return self._embedder(x)
 
     def predict(self, clips: np.ndarray) -> np.ndarray:
         """uint8 (B, T, 224, 224, 3) RGB clips -> float32 (B, 400) class probabilities."""

@@ -284,3 +284,42 @@ def test_finetune_with_features_from_openvino_learns_the_hard_pair(tmp_path, cap
                                                                  val_views=2, size=160, engine="openvino"))
     assert "caching features on openvino" in caplog.text
     assert result.val is not None and result.val.clip_accuracy >= 0.75, result.history
+
+
+def test_embeddings_are_the_pooled_features_on_either_engine(tiny_model, ov_cache):
+    """What likeness search will compare: a transformers model's last hidden state averaged over
+    its tokens, the same from torch and from OpenVINO (converted once, as a variant)."""
+    from realtime.models.base import Embedding
+    clips = clips_like_a_camera(3, np.random.default_rng(4))
+    ref = create_classifier(str(tiny_model), device="cpu", dtype="float32", engine="torch")
+    got = create_classifier(str(tiny_model), device="cpu", dtype="float32", engine="openvino")
+    ref.load()
+    got.load()
+    assert isinstance(ref, Embedding) and isinstance(got, Embedding)
+    want = ref.embed(clips)
+    with torch.no_grad():
+        hidden = ref.model(pixel_values=ref._pixel_values(clips), output_hidden_states=True).hidden_states[-1]
+    np.testing.assert_allclose(want, hidden.mean(dim=1).numpy(), atol=1e-6)
+    assert want.shape == (3, 32)
+    np.testing.assert_allclose(got.embed(clips), want, atol=1e-4)
+    assert len(entries(ov_cache)) == 2          # the classifier and its pooled-features variant
+    assert ref.embed(clips[:0]).shape == (0, 32)
+
+
+@pytest.mark.slow
+def test_i3d_embeddings_tell_a_clip_from_another():
+    i3d_weights_or_skip()
+    if not SHARED_CLIPS.is_dir():
+        pytest.skip(f"real clips not found at {SHARED_CLIPS}")
+    from realtime.tools.clip_windows import read_windows
+    clf = create_classifier("i3d-kinetics400", device="cpu", engine="openvino")
+    clf.load()
+    vecs = {}
+    for name in ("abseiling.mp4", "arm_wrestling.mp4"):
+        windows = read_windows(SHARED_CLIPS / name, clf.input_spec, clf.num_frames, clf.window_seconds, 2)
+        e = clf.embed(windows)
+        assert e.shape == (2, 1024)
+        vecs[name] = e / np.linalg.norm(e, axis=1, keepdims=True)
+    same = float(vecs["abseiling.mp4"][0] @ vecs["abseiling.mp4"][1])
+    other = float(vecs["abseiling.mp4"][0] @ vecs["arm_wrestling.mp4"][0])
+    assert same > other + 0.1, (same, other)
