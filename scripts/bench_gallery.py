@@ -3,9 +3,11 @@
     .venv/bin/python scripts/bench_gallery.py --videos 100000 --db /tmp/big.db [--json OUT]
 
 Each synthetic video gets 5 top labels and 1-4 segments drawn from the Kinetics-400 labels (a
-few labels much more common than others, as in real galleries), and a JPEG thumbnail per segment
-of a typical size (about 4 KB, a 160x90 frame). Reported: the database size per video and the
-p50/p99 of `realtime search`'s query for several words (fresh connection, as the command opens it).
+few labels much more common than others, as in real galleries), a JPEG thumbnail per segment of
+a typical size (about 4 KB, a 160x90 frame), and 1024-dimensional embeddings (the I3D's size; a
+direction per label plus noise) per clip and per segment. Reported: the database size per video
+and the p50/p99 of `realtime search`'s label query for several words and of `--like` (fresh
+connection each time, as the command opens it).
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from realtime.gallery.query import search  # noqa: E402
+from realtime.gallery.query import like, search  # noqa: E402
+from realtime.gallery.vectors import normalised, sketch, to_blob  # noqa: E402
 from realtime.gallery.store import GalleryStore, Segment, VideoRecord  # noqa: E402
 from realtime.models.i3d import kinetics400_labels  # noqa: E402
 
@@ -33,6 +36,7 @@ def fill(store: GalleryStore, count: int, seed: int = 0) -> None:
     weights = 1.0 / np.arange(1, len(labels) + 1) ** 0.8        # Zipf-like: some labels common
     weights /= weights.sum()
     thumb = bytes(rng.integers(0, 256, 4000, dtype=np.uint8))
+    directions = normalised(rng.standard_normal((len(labels), 1024)))
     started = time.monotonic()
     for i in range(count):
         picks = rng.choice(len(labels), size=5, replace=False, p=weights)
@@ -41,14 +45,17 @@ def fill(store: GalleryStore, count: int, seed: int = 0) -> None:
         segments, t = [], 0.0
         for _ in range(int(rng.integers(1, 5))):
             end = min(duration, t + float(rng.uniform(3, 60)))
-            segments.append(Segment(round(t, 3), round(end, 3), labels[int(rng.choice(picks[:3]))],
-                                    float(rng.uniform(0.4, 0.99)), (t + end) / 2, thumb))
+            k = int(rng.choice(picks[:3]))
+            vec = normalised(directions[k] + 0.8 * normalised(rng.standard_normal(1024)))
+            segments.append(Segment(round(t, 3), round(end, 3), labels[k], float(rng.uniform(0.4, 0.99)),
+                                    (t + end) / 2, thumb, to_blob(vec)))
             t = end
             if t >= duration:
                 break
+        clip = normalised(np.mean([np.frombuffer(s.embedding, np.float16).astype(np.float32) for s in segments], 0))
         store.put(VideoRecord(f"/gallery/{i // 1000:03d}/VID_{i:07d}.mp4", 1_000_000 + i, i, "i3d-kinetics400",
                               labels=[(labels[int(j)], float(s)) for j, s in zip(picks, scores)],
-                              segments=segments))
+                              segments=segments, embedding=to_blob(clip), sketch=sketch(clip)))
         if (i + 1) % 10000 == 0:
             print(f"  {i + 1} videos ({time.monotonic() - started:.0f} s)", file=sys.stderr, flush=True)
 
@@ -74,7 +81,16 @@ def main() -> int:
                 doc = search(store, q)
             times[q].append((time.perf_counter() - started) * 1000)
             hits[q] = len(doc["results"])
+    rng = np.random.default_rng(1)
+    like_ms = []
+    for _ in range(args.repeats):
+        query = normalised(rng.standard_normal(1024))
+        started = time.perf_counter()
+        with GalleryStore(db) as store:
+            like(store, query)
+        like_ms.append((time.perf_counter() - started) * 1000)
     result = {"videos": args.videos, "db_bytes": size, "bytes_per_video": round(size / args.videos),
+              "like": {"p50_ms": round(float(np.median(like_ms)), 2), "p99_ms": round(float(np.percentile(like_ms, 99)), 2)},
               "queries": {q: {"p50_ms": round(float(np.median(v)), 2), "p99_ms": round(float(np.percentile(v, 99)), 2),
                               "results": hits[q]} for q, v in times.items()}}
     print(json.dumps(result, indent=1))

@@ -31,8 +31,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     add_log_level(p, "warning")
     p.set_defaults(func=cmd_index)
 
-    s = sub.add_parser("search", help="find videos in the gallery by activity words")
-    s.add_argument("query", metavar="QUERY", help="activity words, e.g. guitar, 'push ups', pancake")
+    s = sub.add_parser("search", help="find videos in the gallery by activity words, or by likeness to a video")
+    s.add_argument("query", metavar="QUERY", nargs="?", help="activity words, e.g. guitar, 'push ups', pancake")
+    s.add_argument("--like", metavar="VIDEO",
+                   help="instead: videos that look like VIDEO (indexed or not; a video not in the gallery is "
+                        "read with --model, which must be the model the gallery was indexed with)")
+    add_model_options(s, "with --like and a video not in the gallery: the model it was indexed with "
+                         "(default i3d-kinetics400)")
     s.add_argument("--db", metavar="PATH", help=DB_HELP)
     s.add_argument("--top", type=int, default=10, metavar="N", help="at most N videos (default 10)")
     s.add_argument("--json", action="store_true", help="one JSON document on stdout")
@@ -79,8 +84,10 @@ def cmd_search(args: argparse.Namespace) -> int:
     setup_logging(args.log_level)
     if args.top < 1:
         raise ConfigError(f"--top must be >= 1, got {args.top}")
+    if (args.query is None) == (args.like is None):
+        raise ConfigError("give activity words (QUERY) or --like VIDEO, one of them")
     with _store(args, must_exist=True) as store:
-        doc = search(store, args.query, args.top)
+        doc = _like(args, store) if args.like is not None else search(store, args.query, args.top)
         if args.html:
             from realtime.gallery.page import render_page
             page = render_page(doc, store.thumbnails([r["path"] for r in doc["results"]], doc["labels"]))
@@ -92,6 +99,26 @@ def cmd_search(args: argparse.Namespace) -> int:
     if args.html and not args.json:
         print(f"wrote {args.html}", flush=True)
     return 0
+
+
+def _like(args: argparse.Namespace, store) -> dict:
+    from realtime.gallery.query import like
+    from realtime.gallery.vectors import from_blob
+
+    video = Path(args.like).expanduser()
+    if not video.is_file():
+        raise ConfigError(f"--like {args.like}: no such file")
+    path = str(video.absolute())
+    stored = store.embedding_of(path)
+    if stored is not None:
+        vector = from_blob(stored)
+    else:                        # not in the gallery: read it now with the gallery's model
+        from realtime.config import load_config
+        from realtime.gallery.index import embed_video
+        from realtime.models import classifier_for
+        config = load_config(None, model_overrides(args))
+        vector = embed_video(path, classifier_for(config.model))
+    return like(store, vector, args.top, exclude=path, like_path=path)
 
 
 def cmd_tags(args: argparse.Namespace) -> int:

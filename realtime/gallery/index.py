@@ -3,7 +3,9 @@
 For each video: its facts (duration, fps, size, resolution), every window at ``stride`` through
 the whole file as ``realtime classify --timeline`` reads it, the top-k labels (probabilities
 averaged over the windows), and **segments**: runs of one stable label, found by the same
-smoothing the live path uses, each with a JPEG thumbnail of its most confident moment.
+smoothing the live path uses, each with a JPEG thumbnail of its most confident moment and an
+embedding (the model's pooled features of the window there). The clip's embedding is their
+duration-weighted mean (of two windows spread over it when it has no segment).
 
 Incremental: a video whose path, size, modification time and model are as stored is not read
 again; a changed one is done again; ``prune`` removes the rows of files that are gone. Each video
@@ -29,9 +31,12 @@ from realtime.core.errors import ModelError, RealtimeError
 from realtime.core.smoothing import LabelSmoother, SmoothingParams
 from realtime.gallery.scan import gallery_videos
 from realtime.gallery.store import GalleryStore, Segment, VideoFacts, VideoRecord
+from realtime.gallery.vectors import mean_embedding, sketch, to_blob
 from realtime.models import ClipClassifier, classifier_for
+from realtime.models.base import Embedding
 from realtime.stream.pipeline import smoothing_params
 from realtime.tools.classify import ClipResult, classify_file
+from realtime.tools.clip_windows import read_windows
 
 logger = logging.getLogger(__name__)
 
@@ -137,12 +142,35 @@ def index_video(path: str, size: int, mtime_ns: int, config: Config, classifier:
     except RealtimeError as exc:
         return VideoRecord(path, size, mtime_ns, model, status="failed", error=str(exc), facts=facts)
     labels = [(t["label"], t["score"]) for t in result.top_k(top_k)]
-    segments = []
-    for segment, best_t in find_segments(result, smoothing_params(config.smoothing)):
-        segments.append(Segment(segment.start, segment.end, segment.label, segment.score, round(best_t, 3),
-                                thumbnail(path, best_t)))
+    found = find_segments(result, smoothing_params(config.smoothing))
+    embedding, clip_vector, segment_vectors = None, None, [None] * len(found)
+    if isinstance(classifier, Embedding):
+        centres = [t for _, t in found] or [w.media_end or 0.0 for w in result.windows[:: max(1, len(result.windows) // 2)]][:2]
+        try:
+            vectors = classifier.embed(read_windows(path, classifier.input_spec, classifier.num_frames,
+                                                    classifier.window_seconds, len(centres), centres=centres))
+        except (RealtimeError, ValueError, OSError) as exc:
+            logger.warning("no embedding for %s: %s", path, exc)
+        else:
+            weights = [seg.end - seg.start for seg, _ in found] or None
+            clip_vector = mean_embedding(vectors, weights)
+            embedding = to_blob(clip_vector)
+            if found:
+                segment_vectors = [to_blob(v) for v in vectors]
+    segments = [Segment(seg.start, seg.end, seg.label, seg.score, round(best_t, 3), thumbnail(path, best_t), vec)
+                for (seg, best_t), vec in zip(found, segment_vectors)]
     return VideoRecord(path, size, mtime_ns, model, facts=facts, windows=len(result.windows),
-                       labels=labels, segments=segments)
+                       labels=labels, segments=segments, embedding=embedding,
+                       sketch=sketch(clip_vector) if clip_vector is not None else None)
+
+
+def embed_video(path: str, classifier: ClipClassifier, windows: int = 4) -> np.ndarray:
+    """A video's embedding without indexing it: the mean of ``windows`` windows spread over it."""
+    if not isinstance(classifier, Embedding):
+        raise ModelError(f"{classifier.name} gives no embeddings")
+    classifier.load()
+    clips = read_windows(path, classifier.input_spec, classifier.num_frames, classifier.window_seconds, windows)
+    return mean_embedding(classifier.embed(clips))
 
 
 def index_gallery(root: str, store: GalleryStore, config: Config, *, stride: float = 1.0, top_k: int = 5,
@@ -201,5 +229,5 @@ def index_gallery(root: str, store: GalleryStore, config: Config, *, stride: flo
     return summary
 
 
-__all__: Sequence[str] = ["IndexSummary", "find_segments", "index_gallery", "index_video", "thumbnail",
+__all__: Sequence[str] = ["IndexSummary", "embed_video", "find_segments", "index_gallery", "index_video", "thumbnail",
                           "video_facts"]

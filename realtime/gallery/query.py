@@ -12,9 +12,13 @@ averaged over the whole video, or a matched segment's smoothed score, whichever 
 from __future__ import annotations
 
 import re
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
+import numpy as np
+
+from realtime.core.errors import ConfigError
 from realtime.gallery.store import GalleryStore
+from realtime.gallery.vectors import RERANK, from_blob, normalised, rank_sketches
 
 DEFAULT_TOP = 10
 LABEL_DEPTH = 5
@@ -64,6 +68,37 @@ def search(store: GalleryStore, query: str, top: int = DEFAULT_TOP) -> dict[str,
     return {"query": query, "labels": labels, "results": results}
 
 
+def like(store: GalleryStore, vector: np.ndarray, top: int = DEFAULT_TOP, exclude: Optional[str] = None,
+         like_path: Optional[str] = None) -> dict[str, Any]:
+    """``realtime search --like VIDEO``: videos ranked by the cosine similarity of their embedding
+    to ``vector`` (best first; ``exclude``: the query video itself), each with its segments scored
+    by their own similarity to it. Sketches narrow the field, whole embeddings rank it
+    (:mod:`realtime.gallery.vectors`)."""
+    query = normalised(vector)
+    ids, blob = store.sketches()
+    results: list[dict[str, Any]] = []
+    if ids:
+        sketches = np.frombuffer(blob, np.int8).reshape(len(ids), -1)
+        picked = rank_sketches(query, np.asarray(ids), sketches, keep=RERANK + 1)
+        scored = []
+        for vid, path, emb, label in store.candidates([int(i) for i in picked]):
+            stored = from_blob(emb)
+            if len(stored) != len(query):
+                raise ConfigError(f"the gallery was indexed with another model ({len(stored)}-dimensional "
+                                  f"embeddings, the query has {len(query)}); use --model as for index")
+            if path != exclude:
+                scored.append((float(stored @ query), vid, path, label))
+        scored.sort(key=lambda x: (-x[0], x[2]))
+        scored = scored[:max(0, top)]
+        segments = store.segment_embeddings([vid for _, vid, _, _ in scored])
+        for score, vid, path, label in scored:
+            segs = [{"start": seg.start, "end": seg.end, "label": seg.label,
+                     "score": round(float(from_blob(emb) @ query), 6) if emb is not None else None}
+                    for seg, emb in segments.get(vid, [])]
+            results.append({"path": path, "score": round(score, 6), "label": label or "", "segments": segs})
+    return {"query": None, "like": like_path, "labels": [], "results": results}
+
+
 def tags(store: GalleryStore) -> dict[str, Any]:
     """``realtime tags --json``: every segment label with its number of videos and seconds."""
     return {"tags": [{"label": label, "videos": n, "seconds": seconds} for label, n, seconds in store.tags()]}
@@ -76,6 +111,11 @@ def clock(seconds: float) -> str:
 
 
 def format_search(doc: dict[str, Any]) -> str:
+    if doc.get("like"):
+        lines = [f"videos like {doc['like']}:"] + ([] if doc["results"] else ["none indexed with embeddings"])
+        for i, r in enumerate(doc["results"], 1):
+            lines.append(f"{i:>3}. {r['path']}  similarity {r['score']:.2f} ({r['label']})")
+        return "\n".join(lines)
     if not doc["labels"]:
         return f"no label matches {doc['query']!r} (realtime tags lists the labels found)"
     lines = [f"{doc['query']!r} matches: {', '.join(doc['labels'])}"]

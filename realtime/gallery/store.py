@@ -65,6 +65,15 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX video_labels_rank ON video_labels(label, rank, score, video_id);
     CREATE INDEX segments_rank ON segments(label, score, video_id);
     """,
+    # version 3: embeddings for likeness search (see realtime.gallery.vectors)
+    """
+    ALTER TABLE segments ADD COLUMN embedding BLOB;
+    CREATE TABLE vectors (
+        video_id INTEGER PRIMARY KEY REFERENCES videos(id) ON DELETE CASCADE,
+        sketch BLOB NOT NULL,
+        embedding BLOB NOT NULL
+    );
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -85,6 +94,7 @@ class Segment:
     score: float
     thumb_time: Optional[float] = None
     thumbnail: Optional[bytes] = None      # JPEG
+    embedding: Optional[bytes] = None      # float16, normalised (realtime.gallery.vectors)
 
 
 @dataclass(frozen=True)
@@ -108,6 +118,8 @@ class VideoRecord:
     windows: int = 0
     labels: Sequence[tuple[str, float]] = ()          # top-k, best first
     segments: Sequence[Segment] = field(default_factory=tuple)
+    embedding: Optional[bytes] = None                 # the clip's, float16 (realtime.gallery.vectors)
+    sketch: Optional[bytes] = None                    # its int8 sketch
 
 
 class GalleryStore:
@@ -172,10 +184,13 @@ class GalleryStore:
             self._db.executemany("INSERT INTO video_labels (video_id, rank, label, score) VALUES (?, ?, ?, ?)",
                                  [(video_id, i, label, float(score)) for i, (label, score) in enumerate(record.labels)])
             self._db.executemany(
-                "INSERT INTO segments (video_id, start, end, label, score, thumb_time, thumbnail)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [(video_id, s.start, s.end, s.label, float(s.score), s.thumb_time, s.thumbnail)
+                "INSERT INTO segments (video_id, start, end, label, score, thumb_time, thumbnail, embedding)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [(video_id, s.start, s.end, s.label, float(s.score), s.thumb_time, s.thumbnail, s.embedding)
                  for s in record.segments])
+            if record.embedding is not None and record.sketch is not None:
+                self._db.execute("INSERT INTO vectors (video_id, sketch, embedding) VALUES (?, ?, ?)",
+                                 (video_id, record.sketch, record.embedding))
             self._db.executemany("INSERT OR IGNORE INTO labels (label) VALUES (?)",
                                  [(label,) for label, _ in record.labels] + [(s.label,) for s in record.segments])
 
@@ -239,6 +254,42 @@ class GalleryStore:
             f" WHERE v.path IN ({','.join('?' * len(paths))}) AND s.label IN ({','.join('?' * len(labels))})"
             f" AND s.thumbnail IS NOT NULL", (*paths, *labels))
         return {(path, float(start)): bytes(thumb) for path, start, thumb in rows}
+
+    def embedding_of(self, path: str) -> Optional[bytes]:
+        row = self._db.execute("SELECT e.embedding FROM vectors e JOIN videos v ON v.id = e.video_id"
+                               " WHERE v.path = ?", (path,)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def sketches(self) -> tuple[list[int], bytes]:
+        """Every ok video's id and int8 sketch (all sketches joined, in id order)."""
+        ids, blobs = [], []
+        for vid, blob in self._db.execute("SELECT e.video_id, e.sketch FROM vectors e JOIN videos v"
+                                          " ON v.id = e.video_id WHERE v.status = 'ok' ORDER BY e.video_id"):
+            ids.append(vid)
+            blobs.append(blob)
+        return ids, b"".join(blobs)
+
+    def candidates(self, video_ids: Sequence[int]) -> list[tuple[int, str, bytes, Optional[str]]]:
+        """(id, path, whole embedding, best label) of these videos."""
+        if not video_ids:
+            return []
+        rows = self._db.execute(
+            f"SELECT v.id, v.path, e.embedding, (SELECT label FROM video_labels l WHERE l.video_id = v.id"
+            f" AND l.rank = 0) FROM videos v JOIN vectors e ON e.video_id = v.id"
+            f" WHERE v.id IN ({','.join('?' * len(video_ids))})", tuple(video_ids))
+        return [(vid, path, bytes(blob), label) for vid, path, blob, label in rows]
+
+    def segment_embeddings(self, video_ids: Sequence[int]) -> dict[int, list[tuple[Segment, Optional[bytes]]]]:
+        """Each video's segments (no thumbnails) with their embeddings, in time order."""
+        if not video_ids:
+            return {}
+        rows = self._db.execute(
+            f"SELECT video_id, start, end, label, score, thumb_time, embedding FROM segments"
+            f" WHERE video_id IN ({','.join('?' * len(video_ids))}) ORDER BY video_id, start", tuple(video_ids))
+        found: dict[int, list[tuple[Segment, Optional[bytes]]]] = {}
+        for vid, start, end, label, score, thumb_time, emb in rows:
+            found.setdefault(vid, []).append((Segment(start, end, label, float(score), thumb_time), emb))
+        return found
 
     def tags(self) -> list[tuple[str, int, float]]:
         """(label, videos, seconds) of every segment label, most seconds first."""

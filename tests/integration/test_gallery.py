@@ -123,6 +123,22 @@ def test_several_labels_can_match_one_query():
     assert matching_labels("basketball", labels) == labels[:3]
 
 
+def test_sketches_narrow_and_whole_embeddings_rank_exactly():
+    from realtime.gallery.vectors import from_blob, mean_embedding, normalised, rank_sketches, sketch, to_blob
+    rng = np.random.default_rng(0)
+    base = normalised(rng.standard_normal((2000, 1024)))
+    query = normalised(rng.standard_normal(1024))
+    near = rng.choice(2000, 10, replace=False)            # ten videos like the query, some more than others
+    for i, k in enumerate(near):
+        base[k] = normalised(query + (0.3 + 0.15 * i) * normalised(rng.standard_normal(1024)))
+    sketches = np.frombuffer(b"".join(sketch(v) for v in base), np.int8).reshape(len(base), -1)
+    picked = rank_sketches(query, np.arange(len(base)), sketches, keep=64)
+    assert picked[0] == near[0]
+    assert set(near) <= set(picked)                       # every look-alike survives the sketch stage
+    np.testing.assert_allclose(from_blob(to_blob(base[3])), base[3], atol=1e-3)
+    assert np.linalg.norm(mean_embedding(base[:5], [1, 2, 3, 4, 5])) == pytest.approx(1.0)
+
+
 def _result(probs: list[list[float]], labels: list[str], step: float = 1.0) -> ClipResult:
     windows = [Prediction("s", 0.0, 0.0, i * step, i * step + 2.0, (LabelScore(labels[int(np.argmax(p))], max(p)),),
                           0.0, 0.0, (0, 0)) for i, p in enumerate(probs)]
@@ -223,6 +239,18 @@ def test_index_search_and_tags_from_the_command_line(tiny_model, tmp_path):
 
     r = realtime("search", "anything", "--db", str(tmp_path / "none.db"))
     assert r.returncode != 0 and "no gallery database at" in r.stderr and "Traceback" not in r.stderr
+    for args in ([], [label, "--like", str(g / "v0.mp4")]):
+        r = realtime("search", *args, "--db", str(db))
+        assert r.returncode != 0 and "QUERY) or --like VIDEO" in r.stderr, r.stderr
+    r = realtime("search", "--like", str(tmp_path / "missing.mp4"), "--db", str(db))
+    assert r.returncode != 0 and "missing.mp4: no such file" in r.stderr
+
+    # likeness of an indexed video: the other video, with its segments scored by similarity
+    r = realtime("search", "--like", str(g / "v0.mp4"), "--db", str(db), "--json")
+    assert r.returncode == 0, r.stderr[-2000:]
+    doc = json.loads(r.stdout)
+    assert [x["path"] for x in doc["results"]] == [str((g / "v1.mp4").absolute())]
+    assert -1.0 <= doc["results"][0]["score"] <= 1.0
 
 
 @pytest.mark.slow
@@ -247,6 +275,22 @@ def test_real_clips_are_found_by_their_activity(tmp_path):
             doc = search(store, query)
             assert doc["results"] and doc["results"][0]["path"] == path, (query, doc)
         assert {t["label"] for t in tags(store)["tags"]} >= {"abseiling", "arm wrestling", "flipping pancake"}
+
+    # Likeness: a trimmed, re-encoded copy that is not in the gallery finds its original first
+    copy = tmp_path / "copy.mp4"
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-ss", "2", "-t", "5", "-i", str(SHARED_CLIPS / clips["abseiling"]),
+                    "-c:v", "libx264", "-an", str(copy)], check=True, timeout=120)
+    r = realtime("search", "--like", str(copy), "--db", str(tmp_path / "g.db"), "--json", "--model", "i3d-kinetics400",
+                 "--engine", "openvino")
+    assert r.returncode == 0, r.stderr[-2000:]
+    doc = json.loads(r.stdout)
+    assert doc["like"] == str(copy) and [x["path"] for x in doc["results"]][0] == names["abseiling"]
+    first, second = doc["results"][0]["score"], doc["results"][1]["score"]
+    assert first > second + 0.2, doc
+    # an indexed video: its own row is left out, the others ranked
+    r = realtime("search", "--like", names["pancake"], "--db", str(tmp_path / "g.db"), "--json")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert names["pancake"] not in [x["path"] for x in json.loads(r.stdout)["results"]]
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
