@@ -189,6 +189,7 @@ class InferenceWorker:
         self.longest_forward = 0.0                  # seconds of the slowest batch so far
         self._forward_since: Optional[float] = None  # monotonic start of the batch in the model
         self._worker = WorkerThread(self._run, "inference")
+        self.done = threading.Event()          # set when the loop has ended, for whatever reason
 
     def start(self) -> None:
         self._worker.start()
@@ -225,6 +226,12 @@ class InferenceWorker:
         return result.probs, [taken[i] for i in result.kept]
 
     def _run(self) -> None:
+        try:
+            self._loop()
+        finally:
+            self.done.set()
+
+    def _loop(self) -> None:
         try:
             while not self.stop_event.is_set():
                 self.wake.clear()

@@ -373,7 +373,8 @@ class Pipeline:
 
     def finished(self) -> bool:
         """True once every stream ended and its last window was classified, or on stop."""
-        return self.stop_event.is_set() or (self.inference is not None and not self.inference.alive)
+        return self.stop_event.is_set() or (self.inference is not None
+                                            and (self.inference.done.is_set() or not self.inference.alive))
 
     def wait(self, timeout: Optional[float] = None) -> bool:
         """Wait until finished (or ``timeout``); True if finished.
@@ -392,7 +393,8 @@ class Pipeline:
                 self._ui_step()
             if self.health.due():
                 self._heartbeat()
-            self.stop_event.wait(remaining)
+            # The inference loop's end (streams ended, a stop, an error) wakes this at once.
+            (self.inference.done if self.inference is not None else self.stop_event).wait(remaining)
         return True
 
     def _ui_step(self) -> None:

@@ -130,6 +130,8 @@ def _wait_with_progress(pipeline: Any, path: str, progress: bool) -> None:
                 if bar.total is None:
                     # The capture thread opens the file: its frame count (and so an ETA) comes then.
                     bar.total = getattr(stream.source, "frame_count", None)
+                    if bar.total is not None:
+                        bar.refresh()      # show n/total at once, even when the file is done soon
                 bar.update(stream.capture.stats.frames - bar.n)
     finally:
         if bar is not None:
