@@ -119,7 +119,7 @@ def resolve_engine(requested: str, device: torch.device, *, int8: bool = False) 
 
 
 def openvino_dtype(requested: DtypeLike) -> torch.dtype:
-    """The precision OpenVINO computes in for ``model.dtype`` = ``requested``: auto is bfloat16
+    """The precision OpenVINO computes in for ``model.precision`` = ``requested``: auto is bfloat16
     on a CPU with native bfloat16, float32 elsewhere; bfloat16 asked for on a CPU without it runs
     in float32 (OpenVINO's CPU plugin has no emulation), with a warning."""
     native, why = cpu_bf16()
