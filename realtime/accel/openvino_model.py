@@ -338,7 +338,7 @@ class OpenVINOModel:
             raise EngineError(f"OpenVINO cannot compile {self.path}: {str(exc).strip()[:300]}") from exc
         self._request = self._compiled.create_infer_request()
         self._lock = threading.Lock()
-        # The first inference sets up the plugin's kernels (about twice a window's time): here,
+        # The first inference sets up the plugin's kernels and is slow: pay it here,
         # not on the first window a user waits for.
         self.warmup((1,))
         logger.info("%s on OpenVINO (CPU, %s%s, %d threads), compiled and warmed up in %.2f s", name,

@@ -78,6 +78,11 @@ MIGRATIONS: tuple[str, ...] = (
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
+def _marks(values: Sequence[object]) -> str:
+    """``?, ?, ?``: one parameter placeholder per value, for ``IN (...)``."""
+    return ",".join("?" * len(values))
+
+
 def default_db_path() -> Path:
     """``$REALTIME_GALLERY_DB``, else ``$XDG_DATA_HOME/realtime/gallery.db`` (``~/.local/share``)."""
     if os.environ.get(DB_ENV):
@@ -215,11 +220,10 @@ class GalleryStore:
         best first."""
         if not labels:
             return []
-        marks = ",".join("?" * len(labels))
         rows = self._db.execute(
             f"SELECT e.video_id, v.path, e.score, e.label FROM ("
-            f"  SELECT video_id, label, score FROM video_labels WHERE label IN ({marks}) AND rank < ?"
-            f"  UNION ALL SELECT video_id, label, score FROM segments WHERE label IN ({marks})) e"
+            f"  SELECT video_id, label, score FROM video_labels WHERE label IN ({_marks(labels)}) AND rank < ?"
+            f"  UNION ALL SELECT video_id, label, score FROM segments WHERE label IN ({_marks(labels)})) e"
             f" JOIN videos v ON v.id = e.video_id WHERE v.status = 'ok'"
             f" ORDER BY e.score DESC, v.path", (*labels, depth, *labels))
         best: dict[int, tuple[int, str, float, str]] = {}
@@ -237,7 +241,7 @@ class GalleryStore:
             return {}
         rows = self._db.execute(
             f"SELECT video_id, start, end, label, score, thumb_time FROM segments"
-            f" WHERE video_id IN ({','.join('?' * len(video_ids))}) AND label IN ({','.join('?' * len(labels))})"
+            f" WHERE video_id IN ({_marks(video_ids)}) AND label IN ({_marks(labels)})"
             f" ORDER BY video_id, start", (*video_ids, *labels))
         found: dict[int, list[Segment]] = {}
         for vid, start, end, label, score, thumb_time in rows:
@@ -251,7 +255,7 @@ class GalleryStore:
             return {}
         rows = self._db.execute(
             f"SELECT v.path, s.start, s.thumbnail FROM segments s JOIN videos v ON v.id = s.video_id"
-            f" WHERE v.path IN ({','.join('?' * len(paths))}) AND s.label IN ({','.join('?' * len(labels))})"
+            f" WHERE v.path IN ({_marks(paths)}) AND s.label IN ({_marks(labels)})"
             f" AND s.thumbnail IS NOT NULL", (*paths, *labels))
         return {(path, float(start)): bytes(thumb) for path, start, thumb in rows}
 
@@ -276,7 +280,7 @@ class GalleryStore:
         rows = self._db.execute(
             f"SELECT v.id, v.path, e.embedding, (SELECT label FROM video_labels l WHERE l.video_id = v.id"
             f" AND l.rank = 0) FROM videos v JOIN vectors e ON e.video_id = v.id"
-            f" WHERE v.id IN ({','.join('?' * len(video_ids))})", tuple(video_ids))
+            f" WHERE v.id IN ({_marks(video_ids)})", tuple(video_ids))
         return [(vid, path, bytes(blob), label) for vid, path, blob, label in rows]
 
     def segment_embeddings(self, video_ids: Sequence[int]) -> dict[int, list[tuple[Segment, Optional[bytes]]]]:
@@ -285,7 +289,7 @@ class GalleryStore:
             return {}
         rows = self._db.execute(
             f"SELECT video_id, start, end, label, score, thumb_time, embedding FROM segments"
-            f" WHERE video_id IN ({','.join('?' * len(video_ids))}) ORDER BY video_id, start", tuple(video_ids))
+            f" WHERE video_id IN ({_marks(video_ids)}) ORDER BY video_id, start", tuple(video_ids))
         found: dict[int, list[tuple[Segment, Optional[bytes]]]] = {}
         for vid, start, end, label, score, thumb_time, emb in rows:
             found.setdefault(vid, []).append((Segment(start, end, label, float(score), thumb_time), emb))

@@ -9,15 +9,12 @@ embeds pays nothing.
 
 from __future__ import annotations
 
-import logging
 import threading
 from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
 from torch import nn
-
-logger = logging.getLogger(__name__)
 
 
 class Embedder:

@@ -219,7 +219,8 @@ class HFVideoClassifier:
         device = resolve_device(self.requested_device)
         engine = resolve_engine(self.requested_engine, device, int8=self.int8)
         # OpenVINO converts the float32 network and picks its precision when compiling.
-        loaded_dtype = resolve_dtype(self.requested_dtype, device) if engine == "torch" else torch.float32
+        torch_dtype = resolve_dtype(self.requested_dtype, device) if engine == "torch" else None
+        loaded_dtype = torch_dtype if torch_dtype is not None else torch.float32
         model, attn = self._load_model(AutoModelForVideoClassification, src, hub_kwargs, loaded_dtype)
         model = model.to(device).eval()
         window_shape = (num_frames, 3, *spec.crop)
@@ -231,7 +232,7 @@ class HFVideoClassifier:
                 engine = "torch"
         fast = None
         if runner is None:
-            dtype = resolve_dtype(self.requested_dtype, device)
+            dtype = torch_dtype if torch_dtype is not None else resolve_dtype(self.requested_dtype, device)
             # Also moves plain tensor attributes (VideoMAE's position table) to the device, and on
             # CUDA replays the forward as a CUDA graph per batch size.
             runner = fast = FastModel(model, hf_forward(model), window_shape, device=device,
@@ -294,12 +295,17 @@ class HFVideoClassifier:
         """What runs the network after :meth:`load`: a FastModel (torch) or an OpenVINOModel."""
         return self._runner
 
+    @property
+    def window_shape(self) -> tuple[int, ...]:
+        """One window as the network takes it: (T, C, H, W)."""
+        return (self.num_frames, 3, *self.input_spec.crop)
+
     def network(self) -> tuple[Any, Any, tuple[int, ...]]:
         """The torch network (after :meth:`load`), its ``(B, T, C, H, W) -> logits`` adapter and one
         window's (T, C, H, W): what an engine converts (``realtime models quantize``)."""
         from realtime.accel.fast_model import hf_forward
         model = self._require_model()
-        return model, hf_forward(model), (self.num_frames, 3, *self.input_spec.crop)
+        return model, hf_forward(model), self.window_shape
 
     def _require_runner(self) -> "Runner":
         self._require_model()
@@ -354,8 +360,8 @@ class HFVideoClassifier:
             from realtime.accel.fast_model import hf_pooled_forward
             from realtime.models.embedding import Embedder
             model = self._require_model()
-            self._embedder = Embedder(model, hf_pooled_forward(model), (self.num_frames, 3, *self.input_spec.crop),
-                                      engine=self.engine, name=self.model_id, dtype=self.requested_dtype)
+            self._embedder = Embedder(model, hf_pooled_forward(model), self.window_shape, engine=self.engine,
+                                      name=self.model_id, dtype=self.requested_dtype)
         return self._embedder(pixel_values)
 
 

@@ -41,13 +41,13 @@ from realtime.accel.device import DTYPE_CHOICES, DeviceError, require_available,
 from realtime.accel.fast_model import FastModel, Forward
 from realtime.accel.openvino_model import resolve_engine
 from realtime.models.base import Runner
-
-if TYPE_CHECKING:  # pragma: no cover
-    from realtime.models.embedding import Embedder
 from realtime.core.errors import ModelError
 from realtime.core.preprocess import normalize
 from realtime.core.types import InputSpec
 from realtime.models.i3d_weights import PathLike, read_weights, weights_path
+
+if TYPE_CHECKING:  # pragma: no cover
+    from realtime.models.embedding import Embedder
 
 logger = logging.getLogger(__name__)
 
@@ -431,7 +431,7 @@ class I3DClassifier:
         model.load_flax(variables)
         model.eval().requires_grad_(False)
         from realtime.accel.fast_model import compile_on, i3d_forward
-        window = (self.num_frames, 3, *self.input_spec.crop)
+        window = self.window_shape
         self._runner = self._fast = None
         self.engine = resolve_engine(self.requested_engine, torch.device(self.device), int8=self.int8)
         if self.engine == "openvino":
@@ -459,13 +459,18 @@ class I3DClassifier:
         """What runs the network after :meth:`load`: a FastModel (torch) or an OpenVINOModel."""
         return self._runner
 
+    @property
+    def window_shape(self) -> tuple[int, ...]:
+        """One window as the network takes it: (T, C, H, W)."""
+        return (self.num_frames, 3, *self.input_spec.crop)
+
     def network(self) -> tuple[nn.Module, Forward, tuple[int, ...]]:
         """The torch network (after :meth:`load`), its ``(B, T, C, H, W) -> logits`` adapter and one
         window's (T, C, H, W): what an engine converts (``realtime models quantize``)."""
         if self._model is None:
             raise RuntimeError(f"{self.name}: call load() before network()")
         from realtime.accel.fast_model import i3d_forward
-        return self._model, i3d_forward(self._model), (self.num_frames, 3, *self.input_spec.crop)
+        return self._model, i3d_forward(self._model), self.window_shape
 
     def embed(self, clips: np.ndarray) -> np.ndarray:
         """uint8 (B, T, 224, 224, 3) RGB clips -> float32 (B, 1024) pooled ``Mixed_5c`` features,
@@ -477,9 +482,9 @@ class I3DClassifier:
         if self._embedder is None:
             from realtime.accel.fast_model import i3d_pooled_forward
             from realtime.models.embedding import Embedder
-            self._embedder = Embedder(self._model, i3d_pooled_forward(self._model),
-                                      (self.num_frames, 3, *self.input_spec.crop), engine=self.engine,
-                                      name=self.name, dtype=self.requested_dtype, cache_dir=self.cache_dir)
+            self._embedder = Embedder(self._model, i3d_pooled_forward(self._model), self.window_shape,
+                                      engine=self.engine, name=self.name, dtype=self.requested_dtype,
+                                      cache_dir=self.cache_dir)
         return self._embedder(x)
 
     def predict(self, clips: np.ndarray) -> np.ndarray:
