@@ -42,7 +42,7 @@ $VPY -m pip install -q --upgrade pip
 $VPY -m pip install -q "torch==2.13.0"
 # OpenVINO (the fast engine on a CPU, model.engine auto) comes with it: most users have no GPU.
 if (( want_tests )); then
-  $VPY -m pip install -q -e ".[openvino,test]"
+  $VPY -m pip install -q -e ".[openvino,ray,test]"
 else
   $VPY -m pip install -q -e ".[openvino]"
 fi

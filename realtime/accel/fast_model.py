@@ -238,6 +238,22 @@ def i3d_pooled_forward(model: nn.Module) -> Forward:
     return forward
 
 
+def hf_logits_pooled_forward(model: nn.Module) -> Forward:
+    """``transformers`` video classifiers: (B, T, C, H, W) -> (logits, pooled features) in one pass."""
+    def forward(x: torch.Tensor) -> Any:
+        out = model(pixel_values=x, output_hidden_states=True)
+        return out.logits, out.hidden_states[-1].mean(dim=1)
+    return forward
+
+
+def i3d_logits_pooled_forward(model: nn.Module) -> Forward:
+    """:class:`~realtime.models.i3d.InceptionI3d`: (B, T, C, H, W) -> (logits, pooled ``Mixed_5c``) in one pass."""
+    def forward(x: torch.Tensor) -> Any:
+        x = model.features(x.permute(0, 2, 1, 3, 4).contiguous(memory_format=torch.channels_last_3d))
+        return model.head(x), x.mean(dim=(2, 3, 4))
+    return forward
+
+
 # --------------------------------------------------------------------------- runner
 
 

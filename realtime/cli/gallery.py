@@ -24,6 +24,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--db", metavar="PATH", help=DB_HELP)
     p.add_argument("--stride", type=float, default=1.0, metavar="S",
                    help="seconds between classified windows (default 1.0)")
+    p.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="decode processes feeding the model (default 1; 0 decodes in this process)")
+    p.add_argument("--batch", type=int, default=None, metavar="B",
+                   help="windows per pass of the model, from any of the videos in flight "
+                        "(default 1 on a CPU, where larger batches are no faster, 8 on a GPU)")
+    p.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
+                   help="decode and classify on a Ray cluster: a new local Ray without ADDRESS, else the "
+                        "cluster there (e.g. 10.0.0.5:6379 or auto); needs " + "'pip install realtime[ray]'")
     p.add_argument("--prune", action="store_true", help="forget videos under GALLERY that no longer exist")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_config_options(p)
@@ -69,10 +77,15 @@ def cmd_index(args: argparse.Namespace) -> int:
     setup_logging(args.log_level)
     if args.stride <= 0:
         raise ConfigError(f"--stride must be > 0, got {args.stride}")
+    if args.workers < 0:
+        raise ConfigError(f"--workers must be >= 0, got {args.workers}")
+    if args.batch is not None and args.batch < 1:
+        raise ConfigError(f"--batch must be >= 1, got {args.batch}")
     config = load_config(args.config, model_overrides(args))
     with _store(args, must_exist=False) as store:
         summary = index_gallery(args.gallery, store, config, stride=args.stride, prune=args.prune,
-                                progress=not args.no_progress)
+                                progress=not args.no_progress, workers=args.workers, max_batch=args.batch,
+                                ray=args.ray)
         print(summary.line(), flush=True)
         print(f"database: {store.path}", flush=True)
     return 130 if summary.interrupted else 0

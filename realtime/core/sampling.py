@@ -108,3 +108,72 @@ class SampleGrid:
     def reset(self) -> None:
         """Start a new grid at the next frame (after a gap or a reconnect)."""
         self._anchor = None
+
+
+class EveryWindows:
+    """The windows a file read ``fast`` gets, planned frame by frame: one ending every ``stride``
+    seconds of media time from the first frame that completes a window, then one last window
+    over the frames after the last one. The same choices the inference worker makes for a file
+    (``Schedule.EVERY``), without a ring or threads, for jobs that decode a file themselves
+    (``realtime index``). Pure: feed timestamps, get frame indices.
+
+    ``add(ts)`` takes the next frame's timestamp (increasing) and returns the frame indices of
+    the window that ends on it, or None; ``finish()`` returns the last window, or None.
+    ``oldest_needed()``: frames before this index are never sampled again.
+    """
+
+    def __init__(self, spec: WindowSpec, stride: float) -> None:
+        if stride <= 0:
+            raise ValueError(f"stride must be > 0, got {stride}")
+        self.spec = spec
+        self.stride = float(stride)
+        self._ts: list[float] = []
+        self._first = 0                   # index of _ts[0]
+        self._next_due: Optional[float] = None
+        self._last_end = -1
+        self.windows = 0
+
+    def add(self, ts: float) -> Optional[list[int]]:
+        self._ts.append(float(ts))
+        spec = self.spec
+        if self._next_due is None:
+            self._next_due = self._ts[0] + (spec.num_frames - 1) * spec.interval - 1e-6
+        if self._ts[-1] < self._next_due:
+            return None
+        return self._take(len(self._ts) - 1, tolerance=0.5)
+
+    def finish(self) -> Optional[list[int]]:
+        if not self._ts or self._first + len(self._ts) - 1 <= self._last_end:
+            return None
+        return self._take(len(self._ts) - 1, tolerance=float("inf"))
+
+    def oldest_needed(self) -> int:
+        return self._first
+
+    def _take(self, end: int, tolerance: float) -> Optional[list[int]]:
+        metas = [_Stamp(t) for t in self._ts]
+        positions = select_window(metas, self.spec, end=end, tolerance=tolerance)
+        if positions is None:
+            return None
+        end_ts = self._ts[end]
+        self._last_end = self._first + end
+        self.windows += 1
+        assert self._next_due is not None
+        self._next_due += self.stride
+        if self._next_due <= end_ts:
+            self._next_due += (int((end_ts - self._next_due) // self.stride) + 1) * self.stride
+        # Frames older than both the next window's first sample and the first sample of a last
+        # window ending on the newest frame are let go (one older frame stays: with frames
+        # sparser than the sampling it may still be the nearest).
+        first = self._first
+        horizon = min(self._next_due, end_ts) - (self.spec.num_frames - 0.5) * self.spec.interval
+        drop = min(bisect.bisect_left(self._ts, horizon) - 1, len(self._ts) - 1)
+        if drop > 0:
+            del self._ts[:drop]
+            self._first += drop
+        return [first + p for p in positions]
+
+
+@dataclass(frozen=True, slots=True)
+class _Stamp:
+    ts: float

@@ -53,9 +53,12 @@ class Runner(Protocol):
 @runtime_checkable
 class Embedding(Protocol):
     """A classifier that also gives each clip's pooled features (for likeness search):
-    ``embed`` takes clips as ``predict`` does and returns (B, D) float32."""
+    ``embed`` takes clips as ``predict`` does and returns (B, D) float32; ``predict_embed``
+    returns ``predict``'s probabilities and ``embed``'s features from one pass of the network."""
 
     def embed(self, clips: np.ndarray) -> np.ndarray: ...
+
+    def predict_embed(self, clips: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
 
 
 @runtime_checkable

@@ -1,10 +1,10 @@
 """A classifier's pooled features as an embedding (for likeness search), on the classifier's engine.
 
 :class:`Embedder` runs a pooled-features adapter (:func:`~realtime.accel.fast_model.i3d_pooled_forward`,
-:func:`~realtime.accel.fast_model.hf_pooled_forward`) of the network a classifier has loaded: on
-OpenVINO when the classifier runs there (converted once, cached as a variant of the model), else
-on torch in the network's own device and dtype. Made on first use, so a classifier that never
-embeds pays nothing.
+:func:`~realtime.accel.fast_model.hf_pooled_forward`, or the ``*_logits_pooled_forward`` ones that
+give the logits too, from one pass) of the network a classifier has loaded: on OpenVINO when the
+classifier runs there (converted once, cached as a variant of the model), else on torch in the
+network's own device and dtype. Made on first use, so a classifier that never embeds pays nothing.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from torch import nn
 
 class Embedder:
     def __init__(self, module: nn.Module, forward: Any, input_shape: Sequence[int], *, engine: str, name: str,
-                 dtype: Any = "auto", cache_dir: Any = None) -> None:
+                 dtype: Any = "auto", cache_dir: Any = None, variant: str = "pooled features") -> None:
         self.module = module
         self.forward = forward
         self.input_shape = tuple(int(s) for s in input_shape)
@@ -27,6 +27,7 @@ class Embedder:
         self.name = name
         self.cache_dir = cache_dir
         self.dtype = dtype                # OpenVINO's precision, as model.precision says
+        self.variant = variant            # what ``forward`` computes (its OpenVINO cache entry)
         self._runner: Any = None
         self._ready = False
         self._lock = threading.Lock()
@@ -34,18 +35,28 @@ class Embedder:
     def _prepare(self) -> None:
         if self.engine == "openvino":
             from realtime.accel.openvino_model import try_openvino
-            self._runner = try_openvino(self.module, self.forward, self.input_shape, name=f"{self.name} (embedding)",
-                                        dtype=self.dtype, cache_dir=self.cache_dir, variant="pooled features")
+            self._runner = try_openvino(self.module, self.forward, self.input_shape, name=f"{self.name} ({self.variant})",
+                                        dtype=self.dtype, cache_dir=self.cache_dir, variant=self.variant)
         self._ready = True
 
     def __call__(self, x: torch.Tensor) -> np.ndarray:
         """(B, T, C, H, W) normalised windows -> (B, D) float32 pooled features."""
+        return self.outputs(x)[0]
+
+    def outputs(self, x: torch.Tensor) -> list[np.ndarray]:
+        """Every output of ``forward`` (one array, or one per tensor it returns), float32."""
         with self._lock:
             if not self._ready:
                 self._prepare()
         if self._runner is not None and tuple(x.shape[1:]) == self.input_shape:
-            return self._runner.outputs(x)[0].numpy()
+            return [t.numpy() for t in self._runner.outputs(x)]
         param: Optional[torch.nn.Parameter] = next(self.module.parameters(), None)
         with torch.inference_mode():
             x = x.to(device=param.device, dtype=param.dtype) if param is not None else x
-            return self.forward(x).float().cpu().numpy()
+            out = self.forward(x)
+            return [t.float().cpu().numpy() for t in (out if isinstance(out, (tuple, list)) else (out,))]
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Probabilities from (B, classes) logits, computed as ``predict`` computes them."""
+    return torch.softmax(torch.from_numpy(np.ascontiguousarray(logits, np.float32)), dim=-1).numpy()

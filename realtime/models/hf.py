@@ -98,6 +98,7 @@ class HFVideoClassifier:
         self.int8 = int8                          # OpenVINO's quantised model (realtime models quantize)
         self._runner: Optional["Runner"] = None   # what runs the network: _fast, or OpenVINO
         self._embedder: Any = None                # pooled features, made on the first embed()
+        self._scorer: Any = None                  # probabilities and pooled features together
         self.cuda_graphs = cuda_graphs            # None: on for CUDA devices
         self.sdpa_backend = sdpa_backend          # which SDPA kernel (realtime.core.types.SDPA_BACKENDS)
         self.compile = compile                    # torch.compile the forward (FastModel)
@@ -363,6 +364,24 @@ class HFVideoClassifier:
             self._embedder = Embedder(model, hf_pooled_forward(model), self.window_shape, engine=self.engine,
                                       name=self.model_id, dtype=self.requested_dtype)
         return self._embedder(pixel_values)
+
+    def predict_embed(self, clips: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Class probabilities and pooled features from one pass of the network (``realtime
+        index``); clips as for :meth:`predict`."""
+        pixel_values = self._pixel_values(clips)
+        if pixel_values is None:
+            return (np.zeros((0, len(self.labels)), np.float32),
+                    np.zeros((0, int(getattr(self.config, "hidden_size", 0) or 0)), np.float32))
+        if self._scorer is None:
+            from realtime.accel.fast_model import hf_logits_pooled_forward
+            from realtime.models.embedding import Embedder
+            model = self._require_model()
+            self._scorer = Embedder(model, hf_logits_pooled_forward(model), self.window_shape, engine=self.engine,
+                                    name=self.model_id, dtype=self.requested_dtype,
+                                    variant="logits and pooled features")
+        logits, features = self._scorer.outputs(pixel_values)
+        from realtime.models.embedding import softmax
+        return softmax(logits), features
 
 
 def _labels_from_config(config: Any, model_id: str) -> tuple[str, ...]:

@@ -267,7 +267,10 @@ class InceptionI3d(nn.Module):
             raise ValueError(f"expected (B, 3, T, H, W) input, got {tuple(x.shape)}")
         if x.shape[2] < MIN_FRAMES:
             raise ValueError(f"I3D needs at least {MIN_FRAMES} frames, got {x.shape[2]}")
-        x = self.features(x.contiguous(memory_format=torch.channels_last_3d))
+        return self.head(self.features(x.contiguous(memory_format=torch.channels_last_3d)))
+
+    def head(self, x: torch.Tensor) -> torch.Tensor:
+        """``Mixed_5c`` features (B, 1024, T', H', W') -> logits (B, classes)."""
         x = _avg_pool_valid(x, (2, 7, 7))
         x = self.logits(x)                                     # (B, classes, T', 1, 1) at 224x224
         # The original squeezes H and W (1x1 at 224x224) and averages over time;
@@ -404,6 +407,7 @@ class I3DClassifier:
         self._fast: Optional[FastModel] = None  # runs the network after load() on torch
         self._runner: Optional[Runner] = None   # what runs it: _fast, or OpenVINO
         self._embedder: Optional["Embedder"] = None   # pooled features, made on the first embed()
+        self._scorer: Optional["Embedder"] = None     # probabilities and pooled features together
 
     @property
     def labels(self) -> Sequence[str]:
@@ -486,6 +490,23 @@ class I3DClassifier:
                                       engine=self.engine, name=self.name, dtype=self.requested_dtype,
                                       cache_dir=self.cache_dir)
         return self._embedder(x)
+
+    def predict_embed(self, clips: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Class probabilities (B, 400) and pooled features (B, 1024) from one pass of the network
+        (``realtime index``); clips as for :meth:`predict`."""
+        if self._model is None:
+            raise RuntimeError(f"{self.name}: call load() before predict_embed()")
+        clips = validate_clips(clips, self.input_spec.crop, self.name)
+        x = torch.from_numpy(normalize(clips, self.input_spec)).permute(0, 1, 4, 2, 3)   # (B, T, C, H, W)
+        if self._scorer is None:
+            from realtime.accel.fast_model import i3d_logits_pooled_forward
+            from realtime.models.embedding import Embedder
+            self._scorer = Embedder(self._model, i3d_logits_pooled_forward(self._model), self.window_shape,
+                                    engine=self.engine, name=self.name, dtype=self.requested_dtype,
+                                    cache_dir=self.cache_dir, variant="logits and pooled features")
+        logits, features = self._scorer.outputs(x)
+        from realtime.models.embedding import softmax
+        return softmax(logits), features
 
     def predict(self, clips: np.ndarray) -> np.ndarray:
         """uint8 (B, T, 224, 224, 3) RGB clips -> float32 (B, 400) class probabilities."""

@@ -17,12 +17,10 @@ from conftest import SHARED_CLIPS, TINY_LABELS, i3d_weights_or_skip, realtime, w
 from realtime.config import load_config
 from realtime.core.errors import ConfigError
 from realtime.core.smoothing import SmoothingParams
-from realtime.core.types import LabelScore, Prediction
 from realtime.gallery.index import find_segments, index_gallery
 from realtime.gallery.query import label_matches, matching_labels, search, tags
 from realtime.gallery.scan import gallery_videos
 from realtime.gallery.store import SCHEMA_VERSION, GalleryStore, Segment, VideoRecord
-from realtime.tools.classify import ClipResult
 
 
 # --------------------------------------------------------------------------- the walk
@@ -139,30 +137,29 @@ def test_sketches_narrow_and_whole_embeddings_rank_exactly():
     assert np.linalg.norm(mean_embedding(base[:5], [1, 2, 3, 4, 5])) == pytest.approx(1.0)
 
 
-def _result(probs: list[list[float]], labels: list[str], step: float = 1.0) -> ClipResult:
-    windows = [Prediction("s", 0.0, 0.0, i * step, i * step + 2.0, (LabelScore(labels[int(np.argmax(p))], max(p)),),
-                          0.0, 0.0, (0, 0)) for i, p in enumerate(probs)]
-    arr = np.asarray(probs, np.float32)
-    return ClipResult("f.mp4", "m", labels, windows, arr.mean(0), 0, window_probs=arr)
+def _segments(probs: list[list[float]], labels: list[str], params: SmoothingParams, step: float = 1.0):
+    starts = [i * step for i in range(len(probs))]
+    return find_segments(labels, starts, [s + 2.0 for s in starts], np.asarray(probs, np.float32), params)
 
 
 def test_segments_are_runs_of_the_stable_label_with_their_best_moment():
     labels = ["a", "b", "c"]
     probs = [[0.9, 0.05, 0.05]] * 10 + [[0.05, 0.9, 0.05]] * 8
     probs[3] = [0.99, 0.005, 0.005]                       # the most confident moment of "a"
-    segs = find_segments(_result(probs, labels), SmoothingParams(min_dwell_seconds=1.0))
-    assert [s.label for s, _ in segs] == ["a", "b"]
-    (a, a_best), (b, _) = segs
-    assert a.start == 0.0 and b.end == 19.0
-    assert 9.0 <= b.start <= 11.0 and a.end <= b.start + 2.0
-    assert a_best == pytest.approx(4.0)                   # middle of window 3 (3.0-5.0)
-    assert 0.8 < a.score <= 1.0
+    runs = _segments(probs, labels, SmoothingParams(min_dwell_seconds=1.0))
+    assert [r.segment.label for r in runs] == ["a", "b"]
+    a, b = runs
+    assert a.segment.start == 0.0 and b.segment.end == 19.0
+    assert 9.0 <= b.segment.start <= 11.0 and a.segment.end <= b.segment.start + 2.0
+    assert a.best == 3                                    # window 3 is the most confident of "a"
+    assert a.first == 0 and a.last == b.first - 1 and b.last == len(probs) - 1
+    assert 0.8 < a.segment.score <= 1.0
 
 
 def test_uncertain_stretches_make_no_segment():
     labels = ["a", "b", "c"]
     probs = [[0.34, 0.33, 0.33]] * 6
-    assert find_segments(_result(probs, labels), SmoothingParams()) == []
+    assert _segments(probs, labels, SmoothingParams()) == []
 
 
 # --------------------------------------------------------------------------- indexing
