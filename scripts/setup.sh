@@ -13,7 +13,8 @@ apt_pkgs=(ffmpeg espeak-ng libgl1 libglib2.0-0)
 if (( want_tests )); then
   apt_pkgs+=(xvfb gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good
              gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav python3-gi
-             chromium)   # a real headless browser for the search page's test
+             chromium    # a real headless browser for the search page's test
+             mosquitto mosquitto-clients)   # a real MQTT broker and subscriber for the MQTT sink's tests
 fi
 
 missing=()

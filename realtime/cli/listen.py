@@ -32,6 +32,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         "(repeatable; default: everything)")
     p.add_argument("--json", action="store_true", help="print each event as one JSON line")
     p.add_argument("--count", type=int, metavar="N", help="exit after N events")
+    p.add_argument("--no-state", dest="state", action="store_false",
+                   help="do not start with the current state of every stream (asked of the feed's "
+                        "state endpoint, by default its port + 1)")
+    p.add_argument("--state-endpoint", metavar="E", help="where the feed answers state requests, when not "
+                                                         "at its port + 1")
     p.add_argument("--timeout", type=float, metavar="S",
                    help="give up after S seconds without an event (exit 1 if --count was not reached, "
                         "or, without --count, if nothing arrived)")
@@ -71,6 +76,16 @@ def format_line(topic: str, event: dict[str, Any]) -> str:
     return text
 
 
+def format_state(stream: str, state: dict[str, Any]) -> str:
+    """One line for a stream's current state (what ``listen`` prints first)."""
+    since = state.get("since")
+    when = f" since {time.strftime('%H:%M:%S', time.localtime(since))}" if isinstance(since, (int, float)) else ""
+    label = state.get("label")
+    what = f"{label} ({state.get('score') or 0:.2f}){when}" if label else "no activity yet"
+    connection = f", stream {state['stream_state']}" if state.get("stream_state") else ""
+    return f"[{stream}] now: {what}{connection}"
+
+
 def _curve(args: argparse.Namespace) -> Optional[CurveClient]:
     if args.client_key is None and args.server_key is None:
         return None
@@ -91,7 +106,12 @@ def cmd_listen(args: argparse.Namespace) -> int:
     topics = args.topics or [""]
     received = 0
     try:
-        with Subscriber(args.endpoint, topics, curve=_curve(args)) as sub:
+        with Subscriber(args.endpoint, topics, curve=_curve(args), state_endpoint=args.state_endpoint) as sub:
+            if args.state:
+                for stream, state in (sub.state(timeout=1.0) or {}).items():
+                    doc = {"type": "state", **state}
+                    print(json.dumps(doc, ensure_ascii=False, separators=(",", ":")) if args.json
+                          else format_state(stream, state), flush=True)
             while args.count is None or received < args.count:
                 item = sub.recv(args.timeout)
                 if item is None:

@@ -15,8 +15,8 @@ from realtime.config.loading import (
 from realtime.config.schema import (
     ReconnectConfig, STREAM_NAME, safe_stream_name, SourceConfig, ModelConfig, WindowConfig,
     InferenceConfig, SmoothingConfig, EventsConfig, ConsoleSinkConfig, JsonlSinkConfig,
-    ZmqCurveConfig, check_bind_endpoint, is_local_endpoint, DEFAULT_ENDPOINT, PLAINTEXT_REMOTE_HINT,
-    ZmqSinkConfig, OverlaySinkConfig, SpeechSinkConfig, SinkConfig, SinkQueueConfig, RunConfig,
+    ZmqCurveConfig, check_bind_endpoint, is_local_endpoint, state_endpoint_for, DEFAULT_ENDPOINT, PLAINTEXT_REMOTE_HINT,
+    ZmqSinkConfig, OverlaySinkConfig, SpeechSinkConfig, MqttSinkConfig, SinkConfig, SinkQueueConfig, RunConfig,
     Config,
 )
 
@@ -44,9 +44,11 @@ __all__ = [
     "ZmqCurveConfig",
     "check_bind_endpoint",
     "is_local_endpoint",
+    "state_endpoint_for",
     "DEFAULT_ENDPOINT",
     "PLAINTEXT_REMOTE_HINT",
     "ZmqSinkConfig",
+    "MqttSinkConfig",
     "OverlaySinkConfig",
     "SpeechSinkConfig",
     "SinkConfig",

@@ -137,6 +137,30 @@ class EventsConfig(_Strict):
     heartbeat_seconds: float = Field(5.0, ge=0, description="heartbeat event period; 0 = none")
 
 
+class ClipsConfig(_Strict):
+    """Clips of events: each ``change`` recorded as a short H.264 video, its path in the event."""
+
+    enabled: bool = Field(False, description="record each change event as a short video (its path is "
+                          "the change event's `clip`)")
+    dir: Optional[str] = Field(None, description="where clips go; null = $XDG_DATA_HOME/realtime/clips "
+                               "(~/.local/share/realtime/clips)")
+    pre_seconds: float = Field(3.0, ge=0, le=60, description="seconds of video before the change")
+    post_seconds: float = Field(3.0, ge=0, le=60, description="seconds of video after the change")
+    max_clips: int = Field(100, ge=1, description="keep the newest this many clips; older ones are deleted")
+    max_gb: float = Field(2.0, gt=0, description="keep the clips under this many GB (10^9 bytes) in all; "
+                          "the oldest are deleted first")
+    fps: float = Field(15.0, gt=0, le=240, description="frames kept per second at most (a faster stream "
+                       "is thinned): bounds memory, CPU and disk")
+    width: int = Field(640, ge=16, le=7680, description="frames wider than this are scaled down to it "
+                       "(aspect kept): bounds memory, CPU and disk")
+
+    @model_validator(mode="after")
+    def _some_seconds(self) -> "ClipsConfig":
+        if self.pre_seconds + self.post_seconds <= 0:
+            raise ValueError("pre_seconds + post_seconds must be > 0")
+        return self
+
+
 class ConsoleSinkConfig(_Strict):
     type: Literal["console"] = "console"
     every: Literal["change", "prediction"] = "change"
@@ -188,6 +212,20 @@ def is_local_endpoint(endpoint: str) -> bool:
         return False
 
 
+def state_endpoint_for(endpoint: str) -> str:
+    """Where the state requests of the feed at ``endpoint`` are answered by default: the next
+    TCP port (any free one when the feed's is ``*``), ``PATH.state`` for ipc, ``NAME-state`` for inproc."""
+    transport, _, address = endpoint.partition("://")
+    if transport == "tcp":
+        host, _, port = address.rpartition(":")
+        if port.isdigit():
+            return f"tcp://{host}:{int(port) % 65535 + 1}"
+        return f"tcp://{host}:*" if port == "*" else endpoint     # a malformed one fails at the feed's bind
+    if transport == "ipc":
+        return f"{endpoint}.state"
+    return f"{endpoint}-state"
+
+
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:5556"
 """Where the ZeroMQ feed binds by default, and where subscribers look for it: this machine only."""
 
@@ -203,11 +241,18 @@ class ZmqSinkConfig(_Strict):
     curve: Optional[ZmqCurveConfig] = None
     allow_plaintext_remote: bool = Field(False, description="bind a non-loopback address without "
                                          "CurveZMQ (anyone who can connect reads the feed)")
+    state_endpoint: Optional[str] = Field(None, description="where requests for the current state of "
+                                          "every stream are answered (default: the feed's port + 1)")
 
     @field_validator("endpoint")
     @classmethod
     def _endpoint(cls, value: str) -> str:
         return check_bind_endpoint(value)
+
+    @field_validator("state_endpoint")
+    @classmethod
+    def _state_endpoint(cls, value: Optional[str]) -> Optional[str]:
+        return None if value is None else check_bind_endpoint(value)
 
     @model_validator(mode="after")
     def _plaintext_remote(self) -> "ZmqSinkConfig":
@@ -240,7 +285,30 @@ class SpeechSinkConfig(_Strict):
     save_dir: Optional[str] = Field(None, description="also save each announcement as a WAV file here")
 
 
-SinkConfig = Union[ConsoleSinkConfig, JsonlSinkConfig, ZmqSinkConfig, OverlaySinkConfig, SpeechSinkConfig]
+class MqttSinkConfig(_Strict):
+    type: Literal["mqtt"] = "mqtt"
+    url: str = Field("mqtt://127.0.0.1:1883", description="the broker: mqtt://[USER[:PASSWORD]@]HOST[:PORT], "
+                     "mqtts:// for TLS; ${NAME} reads an environment variable")
+    prefix: str = Field("realtime", min_length=1, description="first level of every topic")
+    qos: int = Field(1, ge=0, le=2, description="QoS of the state and events topics")
+    client_id: Optional[str] = Field(None, description="MQTT client id (default realtime-HOST-PID)")
+    username: Optional[str] = None
+    password: Optional[str] = Field(None, description="never logged; ${NAME} reads an environment variable")
+    tls: bool = Field(False, description="TLS even with mqtt:// (mqtts:// implies it)")
+    ca_file: Optional[str] = Field(None, description="CA certificates to trust (default: the system's)")
+    cert_file: Optional[str] = Field(None, description="client certificate (mutual TLS)")
+    key_file: Optional[str] = None
+    insecure: bool = Field(False, description="skip the broker certificate's host name check")
+    predictions: bool = Field(False, description="also publish every prediction (QoS 0)")
+    stats: bool = Field(True, description="publish the heartbeats on <prefix>/<stream>/stats (QoS 0)")
+    queue_size: int = Field(1000, ge=1, description="messages waiting for the broker before dropping")
+    homeassistant: bool = Field(False, description="Home Assistant MQTT discovery: a sensor and an event "
+                                "entity per stream")
+    discovery_prefix: str = Field("homeassistant", min_length=1, description="Home Assistant's discovery prefix")
+
+
+SinkConfig = Union[ConsoleSinkConfig, JsonlSinkConfig, ZmqSinkConfig, OverlaySinkConfig, SpeechSinkConfig,
+                   MqttSinkConfig]
 
 
 class SinkQueueConfig(_Strict):
@@ -261,6 +329,7 @@ class Config(_Strict):
     inference: InferenceConfig = InferenceConfig()
     smoothing: SmoothingConfig = SmoothingConfig()
     events: EventsConfig = EventsConfig()
+    clips: ClipsConfig = ClipsConfig()
     sinks: list[Annotated[SinkConfig, Field(discriminator="type")]] = Field(default_factory=lambda: [ConsoleSinkConfig()])
     sink_queue: SinkQueueConfig = SinkQueueConfig()
     run: RunConfig = RunConfig()

@@ -198,6 +198,12 @@ class ChangeEvent(_Labelled):
     def previous_duration(self) -> Optional[float]:
         return self._fields.get("previous_duration")
 
+    @property
+    def clip(self) -> Optional[str]:
+        """With ``clips.enabled``: the absolute path of this change's video, finished about
+        ``clips.post_seconds`` after the event; None when clips are off or none was recorded."""
+        return self._fields.get("clip")
+
 
 class StatusEvent(Event):
     """A stream's connection state changed (connected, lost, reconnecting, ...)."""

@@ -35,6 +35,15 @@ public certificate: ``subscribe(..., curve=CurveClient("client.key_secret",
 "server.key"))`` (a plain ``(client_secret_file, server_public_file)`` tuple
 works too).
 
+A subscriber that joins mid-run can ask for the current state of every stream at once
+(:meth:`Subscriber.state`, or ``subscribe(..., with_state=True)``, which yields each stream's
+state as a ``("state.<stream>", {"type": "state", ...})`` item before the live events, and drops
+live events the snapshot already covers)::
+
+    with Subscriber("tcp://127.0.0.1:5556", topics=("change.",)) as sub:
+        for stream, state in (sub.state() or {}).items():
+            print(f"{stream}: {state['label']} since {state['since']}")
+
 Like any ZeroMQ subscription this is fire-and-forget: messages published
 before the subscription reached the publisher are not received, and a
 subscriber that reads too slowly loses messages once ``sndhwm`` of them are
@@ -57,7 +66,7 @@ from typing import Any, Iterable, Iterator, Optional, Union
 import zmq
 import zmq.auth
 
-from realtime.config import DEFAULT_ENDPOINT
+from realtime.config import DEFAULT_ENDPOINT, state_endpoint_for
 from realtime.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -127,8 +136,12 @@ class Subscriber:
 
     def __init__(self, endpoint: str = DEFAULT_ENDPOINT, topics: Iterable[str] = ("",),
                  timeout: Optional[float] = None, curve: Optional[CurveSpec] = None,
-                 rcvhwm: int = 10_000) -> None:
+                 rcvhwm: int = 10_000, state_endpoint: Optional[str] = None) -> None:
         self.endpoint = endpoint
+        #: where :meth:`state` asks (default: the feed's port + 1, as the zmq sink binds it)
+        self.state_endpoint = state_endpoint or state_endpoint_for(endpoint)
+        self._curve = curve
+        self._covered: dict[str, int] = {}     # stream -> seq the last state snapshot covers
         self.topics = tuple(topics)
         self.timeout = timeout
         #: events lost between the publisher and this subscriber, from gaps in ``seq``;
@@ -172,12 +185,49 @@ class Subscriber:
                 return None
             frames = self._sock.recv_multipart(zmq.NOBLOCK)
             item = _decode(frames)
+            if item is not None and self._covered:
+                seq, stream = item[1].get("seq"), item[1].get("stream")
+                if isinstance(seq, int) and isinstance(stream, str) and seq <= self._covered.get(stream, -1):
+                    continue                 # already in the state snapshot
             if item is not None:
                 if self._track_gaps:
                     self._count_gap(item[1])
                 return item
             if deadline is not None and time.monotonic() >= deadline:
                 return None
+
+    def state(self, timeout: float = 1.0) -> Optional[dict[str, dict[str, Any]]]:
+        """The current state of every stream, by stream name, asked of the publisher's state
+        endpoint (each: ``label``, ``score``, ``uncertain``, ``since``, ``stream_state``, ``seq``,
+        ``time``; see ``realtime.sinks.state``), or None when it does not answer within
+        ``timeout`` seconds. Live events the answer already covers are dropped from then on."""
+        if self._sock is None:
+            raise RuntimeError("Subscriber is closed")
+        req = self._ctx.socket(zmq.REQ)
+        try:
+            req.setsockopt(zmq.LINGER, 0)
+            req.setsockopt(zmq.MAXMSGSIZE, 16 * MAX_EVENT_BYTES)
+            if "[" in self.state_endpoint:
+                req.setsockopt(zmq.IPV6, 1)
+            if self._curve is not None:
+                req.curve_publickey, req.curve_secretkey, req.curve_serverkey = _client_keys(self._curve)
+            req.connect(self.state_endpoint)
+            req.send(b"state")
+            if not req.poll(max(0, round(timeout * 1000)), zmq.POLLIN):
+                return None
+            answer = json.loads(req.recv())
+        except (zmq.ZMQError, ValueError) as exc:
+            log.warning("no state from %s: %s", self.state_endpoint, exc)
+            return None
+        finally:
+            req.close(linger=0)
+        streams = answer.get("streams") if isinstance(answer, dict) else None
+        if not isinstance(streams, dict):
+            return None
+        for name, state in streams.items():
+            if isinstance(state, dict) and isinstance(state.get("seq"), int):
+                self._covered[name] = max(self._covered.get(name, -1), state["seq"])
+        return streams
 
     def _count_gap(self, event: dict[str, Any]) -> None:
         stream, seq = event.get("stream"), event.get("seq")
@@ -228,8 +278,8 @@ def _decode(frames: list[bytes]) -> Optional[tuple[str, dict[str, Any]]]:
 
 
 def subscribe(endpoint: str = DEFAULT_ENDPOINT, topics: Iterable[str] = ("",),
-              timeout: Optional[float] = None,
-              curve: Optional[CurveSpec] = None) -> Iterator[tuple[str, dict[str, Any]]]:
+              timeout: Optional[float] = None, curve: Optional[CurveSpec] = None,
+              with_state: bool = False) -> Iterator[tuple[str, dict[str, Any]]]:
     """Read a running pipeline's label feed.
 
     Args:
@@ -237,10 +287,15 @@ def subscribe(endpoint: str = DEFAULT_ENDPOINT, topics: Iterable[str] = ("",),
         topics: topic prefixes to receive (``"change."``, ``"status.cam1"``; ``""``: all).
         timeout: end after this many seconds without a message (None: never).
         curve: client keys and the server's public key for a CurveZMQ feed.
+        with_state: first yield each stream's current state as ``("state.<stream>", {"type":
+            "state", ...})`` (see :meth:`Subscriber.state`; nothing when the publisher does not answer).
 
     Yields:
         ``(topic, event)``: the event as the JSON Schema describes it (``load_schema()``).
         The socket is closed when the loop ends or the generator is closed.
     """
     with Subscriber(endpoint, topics, timeout=timeout, curve=curve) as sub:
+        if with_state:
+            for stream, state in (sub.state() or {}).items():
+                yield f"state.{stream}", {"type": "state", **state}
         yield from sub

@@ -17,6 +17,7 @@ _REGISTRY: dict[str, tuple[Callable[[Any], Sink], str | None]] = {
     "console": (lambda c: ConsoleSink(every=c.every), None),
     "jsonl": (lambda c: JsonlSink(c.path), "path"),
     "zmq": (lambda c: _lazy("zmq", "ZmqSink").from_config(c), "endpoint"),
+    "mqtt": (lambda c: _lazy("mqtt", "MqttSink").from_config(c), "url"),
     "overlay": (lambda c: _lazy("overlay.sink", "OverlaySink").from_config(c), "path"),
     "speech": (lambda c: _lazy("speech", "SpeechSink").from_config(c), None),
 }

@@ -24,6 +24,13 @@ been joined. The socket is never used by two threads at once.
 
 Optional CurveZMQ (``curve`` in the config): the feed is encrypted and only
 clients whose public certificate is in ``clients_dir`` may connect.
+
+State on join: beside the PUB socket a ROUTER socket (``state_endpoint``, by default the feed's
+port + 1) answers any request with the current state of every stream
+(:mod:`realtime.sinks.state`) as one JSON document ``{"streams": {name: state}, "time": t}``, so a
+subscriber that joins mid-run learns what is happening without waiting for the next change
+(:meth:`realtime.feed.subscriber.Subscriber.state`). A thread of its own serves it; the state is
+updated by the writer thread as events pass. Same security as the feed (CurveZMQ when set).
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any, Mapping, Optional, TYPE_CHECKING
@@ -38,9 +46,10 @@ from typing import Any, Mapping, Optional, TYPE_CHECKING
 import zmq
 import zmq.auth
 
-from realtime.config import DEFAULT_ENDPOINT, PLAINTEXT_REMOTE_HINT, is_local_endpoint
+from realtime.config import DEFAULT_ENDPOINT, PLAINTEXT_REMOTE_HINT, is_local_endpoint, state_endpoint_for
 from realtime.core.errors import SinkError
 from realtime.core.events import wire
+from realtime.sinks.state import StreamStates
 
 if TYPE_CHECKING:
     from zmq.auth.thread import ThreadAuthenticator
@@ -71,7 +80,8 @@ class ZmqSink:
 
     def __init__(self, endpoint: str = DEFAULT_ENDPOINT, sndhwm: int = 1000,
                  curve_secret_file: Optional[str] = None, curve_clients_dir: Optional[str] = None,
-                 linger_ms: int = LINGER_MS, allow_plaintext_remote: bool = False) -> None:
+                 linger_ms: int = LINGER_MS, allow_plaintext_remote: bool = False,
+                 state_endpoint: Optional[str] = None) -> None:
         if (curve_secret_file is None) != (curve_clients_dir is None):
             raise SinkError(f"zmq sink {endpoint}: CurveZMQ needs both server_secret_file and clients_dir")
         self.endpoint = endpoint
@@ -82,6 +92,14 @@ class ZmqSink:
         self.curve_clients_dir = curve_clients_dir
         self.allow_plaintext_remote = allow_plaintext_remote
         self.bound_endpoint: Optional[str] = None
+        self._state_explicit = state_endpoint is not None
+        self.state_endpoint = state_endpoint or state_endpoint_for(endpoint)
+        self.bound_state_endpoint: Optional[str] = None
+        self.states = StreamStates()
+        self.state_requests = 0
+        self._state_sock: Optional[zmq.Socket] = None
+        self._state_thread: Optional[threading.Thread] = None
+        self._state_stop = threading.Event()
         self.sent = 0
         self.dropped = 0
         self._ctx: Optional[zmq.Context] = None
@@ -94,7 +112,7 @@ class ZmqSink:
         return cls(cfg.endpoint, sndhwm=cfg.sndhwm,
                    curve_secret_file=curve.server_secret_file if curve else None,
                    curve_clients_dir=curve.clients_dir if curve else None,
-                   allow_plaintext_remote=cfg.allow_plaintext_remote)
+                   allow_plaintext_remote=cfg.allow_plaintext_remote, state_endpoint=cfg.state_endpoint)
 
     # ------------------------------------------------------------------ lifecycle
     def open(self) -> None:
@@ -124,6 +142,7 @@ class ZmqSink:
                 raise SinkError(f"cannot bind the ZeroMQ feed to {self.endpoint}: {exc}") from None
             last = sock.getsockopt(zmq.LAST_ENDPOINT)
             self.bound_endpoint = last.decode() if isinstance(last, bytes) else str(last)
+            self._open_state(ctx, keys)
         except BaseException:
             self.close()
             raise
@@ -132,6 +151,54 @@ class ZmqSink:
             log.warning("ZeroMQ feed %s is reachable from other machines without CurveZMQ "
                         "(allow_plaintext_remote): anyone who can connect can read it", self.endpoint)
         log.info("ZeroMQ feed on %s (%s); topics: <type>.<stream>", self.bound_endpoint, secured)
+
+    def _open_state(self, ctx: zmq.Context, keys: Optional[tuple[bytes, bytes]]) -> None:
+        """Bind the state socket; its thread starts here (the socket moves to it, see the module)."""
+        if not self._state_explicit and self.bound_endpoint:
+            # beside the port the feed got (also when it asked for any free one)
+            self.state_endpoint = state_endpoint_for(self.bound_endpoint)
+        endpoint = self.state_endpoint
+        sock = ctx.socket(zmq.ROUTER)
+        self._state_sock = sock
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.MAXMSGSIZE, MAX_INCOMING_BYTES)
+        if "[" in endpoint:
+            sock.setsockopt(zmq.IPV6, 1)
+        if keys is not None:
+            sock.curve_publickey, sock.curve_secretkey = keys
+            sock.curve_server = True
+        try:
+            sock.bind(endpoint)
+        except zmq.ZMQError as exc:
+            raise SinkError(f"cannot bind the ZeroMQ feed's state endpoint to {endpoint}: {exc} "
+                            f"(set the zmq sink's state_endpoint)") from None
+        last = sock.getsockopt(zmq.LAST_ENDPOINT)
+        self.bound_state_endpoint = last.decode() if isinstance(last, bytes) else str(last)
+        self._state_stop.clear()
+        self._state_thread = threading.Thread(target=self._serve_state, name="zmq-state", daemon=True)
+        self._state_thread.start()
+
+    def _serve_state(self) -> None:
+        sock = self._state_sock
+        assert sock is not None
+        poller = zmq.Poller()
+        poller.register(sock, zmq.POLLIN)
+        while not self._state_stop.is_set():
+            if not poller.poll(100):
+                continue
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.ZMQError:
+                continue
+            # ROUTER: [peer id, (empty delimiter from REQ,) request]; the reply mirrors the envelope.
+            envelope = frames[:-1]
+            reply = json.dumps({"streams": self.states.snapshot(), "time": round(time.time(), 6)},
+                               ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+            try:
+                sock.send_multipart([*envelope, reply], flags=zmq.NOBLOCK)
+                self.state_requests += 1
+            except zmq.ZMQError:
+                pass                     # the requester left; nothing to do
 
     def _load_server_keys(self) -> tuple[bytes, bytes]:
         assert self.curve_secret_file is not None and self.curve_clients_dir is not None
@@ -175,6 +242,7 @@ class ZmqSink:
         sock = self._sock
         if sock is None:
             raise RuntimeError("ZmqSink.write() before open()")
+        self.states.update(event)
         message = wire(event)
         message["publish_time"] = round(time.time(), 6)
         frames = [topic_of(event).encode("utf-8"),
@@ -191,6 +259,13 @@ class ZmqSink:
 
     def close(self) -> None:
         """Close the socket (waiting at most ``linger_ms``), stop the authenticator. Idempotent."""
+        if self._state_thread is not None:
+            self._state_stop.set()
+            self._state_thread.join(2.0)
+            self._state_thread = None
+        if self._state_sock is not None:
+            self._state_sock.close(linger=0)
+            self._state_sock = None
         if self._sock is not None:
             self._sock.close(linger=self.linger_ms)
             self._sock = None
@@ -202,4 +277,4 @@ class ZmqSink:
             self._ctx = None
 
     def stats(self) -> dict[str, Any]:
-        return {"sent": self.sent, "dropped": self.dropped}
+        return {"sent": self.sent, "dropped": self.dropped, "state_requests": self.state_requests}

@@ -33,6 +33,7 @@ from realtime.stream.windows import BatchClassifier, batch_classifier
 from realtime.core.sampling import WindowSpec
 from realtime.core.smoothing import LabelSmoother, SmoothingParams
 from realtime.sinks import Sink, SinkRunner, build_sink, sinks_from_specs
+from realtime.sinks.clips import LAG_SECONDS, ClipRecorder
 from realtime.sources import FrameSource, SourceInfo, check_source, classify_source, open_source
 from realtime.core.types import BufferPolicy, FrameMeta, Pacing, Prediction, Schedule, StreamState, StreamStatus
 
@@ -153,6 +154,8 @@ class Pipeline:
         self._sink_errors: dict[str, int] = {}
         self._frame_sinks: list[SinkRunner] = []     # sinks with wants_frames
         self._ui_sinks: list[SinkRunner] = []        # sinks with a main_thread_step (windows)
+        self.clips: Optional[ClipRecorder] = None    # clips of change events (config.clips)
+        self._clip_errors = 0
 
     @classmethod
     def create(cls, source: Optional[str | int] = None, model: Optional[str] = None, *,
@@ -245,6 +248,9 @@ class Pipeline:
         smoother = LabelSmoother(batches.labels, self._smoothing_params(),
                                  top_k=self.config.inference.top_k)
         self.smoothers[name] = smoother
+        if self.clips is not None:
+            # A file read fast runs ahead of its windows by up to a window's span.
+            self.clips.add_stream(name, lag_seconds=span if fast_file else LAG_SECONDS)
         slot.on_reset.append(smoother.reset)      # a gap or reconnect starts smoothing afresh
         rc = sc.reconnect
         capture = CaptureWorker(
@@ -252,7 +258,7 @@ class Pipeline:
             self._on_status, pace=sc.pace, loop=sc.loop,
             backoff=Backoff(rc.initial_delay, max(rc.max_delay, rc.initial_delay)),
             max_attempts=rc.max_attempts, connect_attempts=sc.connect_attempts, gap_seconds=sc.gap_seconds, span_seconds=span,
-            on_frame=self._on_frame if self._frame_sinks else None,
+            on_frame=self._on_frame if self._frame_sinks or self.clips is not None else None,
             sample_interval=spec.interval if self.config.window.sampled_frames_only else None,
             keep_when=slot.overdue)
         return StreamRuntime(name, source, ring, capture, slot)
@@ -265,7 +271,15 @@ class Pipeline:
             self.on_event(event)
 
     def _on_frame(self, stream: str, image: np.ndarray, meta: FrameMeta) -> None:
-        """Raw frames for sinks that draw on the video; each sink's ``frame()`` must not block."""
+        """Raw frames for sinks that draw on the video and for clips; none of them may block."""
+        if self.clips is not None:
+            try:
+                self.clips.frame(stream, image, meta)
+            except Exception as exc:           # a bug there must not stop capture: logged once
+                self._clip_errors += 1
+                if self._clip_errors == 1:
+                    log.error("clips: a frame of %s failed (further errors are counted): %s: %s",
+                              stream, type(exc).__name__, exc)
         for runner in self._frame_sinks:
             try:
                 runner.sink.frame(stream, image, meta)  # type: ignore[attr-defined]
@@ -314,8 +328,11 @@ class Pipeline:
         self.health.record(pred.stream, pred.latency_ms)
         self._publish(self.events.make("prediction", pred.stream, smoothed_fields(pred, smoothed)))
         if smoothed.change is not None:
-            self._publish(self.events.make("change", pred.stream,
-                                           change_fields(pred, smoothed, smoothed.change)))
+            fields = change_fields(pred, smoothed, smoothed.change)
+            if self.clips is not None:         # the path is known now; the file follows
+                fields["clip"] = self.clips.start_clip(pred.stream, pred.frame_indices[1],
+                                                       smoothed.change.label, pred.window_end)
+            self._publish(self.events.make("change", pred.stream, fields))
 
     def _heartbeat(self) -> None:
         """Rates, latency, drops and sink health, every ``events.heartbeat_seconds``."""
@@ -328,6 +345,8 @@ class Pipeline:
                                  "ring_overwritten": ring.overwritten,
                                  "sink_events": sum(s["dropped"] for s in sinks.values())}
             fields["sinks"] = sinks
+            if self.clips is not None:
+                fields["clips"] = self.clips.stats()
             self._publish(self.events.make("heartbeat", stream.name, fields))
         self.health.mark_beat(now)
         for runner in self.runners:
@@ -354,6 +373,7 @@ class Pipeline:
                     self._frame_sinks.append(runner)
                 if callable(getattr(sink, "main_thread_step", None)):
                     self._ui_sinks.append(runner)
+            self._open_clips()
             self.classifier, self.batch_classifier = self._build_classifier()
             spec = self._window_spec(self.classifier)
             self.streams = self._build_streams(self.classifier, self.batch_classifier, spec)
@@ -370,6 +390,16 @@ class Pipeline:
             raise
         self.started_at = time.monotonic()
         self.health.mark_beat(self.started_at)       # the first heartbeat counts from here
+
+    def _open_clips(self) -> None:
+        """The clip recorder of ``config.clips``, when enabled: its folder checked now (SinkError)."""
+        c = self.config.clips
+        if not c.enabled:
+            return
+        clips = ClipRecorder(c.dir, pre_seconds=c.pre_seconds, post_seconds=c.post_seconds,
+                             max_clips=c.max_clips, max_bytes=c.max_gb * 1e9, fps=c.fps, width=c.width)
+        clips.open()
+        self.clips = clips
 
     def finished(self) -> bool:
         """True once every stream ended and its last window was classified, or on stop."""
@@ -440,10 +470,14 @@ class Pipeline:
         if self.inference is not None and not self._join_inference(deadline):
             self.abandoned.append("inference")
         self._release_held(everything=True)
+        if self.clips is not None:
+            self.clips.finish()              # clips in progress end with the frames they have
         sink_deadline = time.monotonic() + STOP_TIMEOUT
         for runner in self.runners:
             if not runner.close(max(0.2, sink_deadline - time.monotonic())):
                 self.abandoned.append(f"sink-{runner.name}")
+        if self.clips is not None and not self.clips.join(max(0.2, sink_deadline - time.monotonic())):
+            self.abandoned.append("clips-writer")
         if self.classifier is not None and "inference" not in self.abandoned:
             close = getattr(self.classifier, "close", None)
             if callable(close):
@@ -513,4 +547,6 @@ class Pipeline:
         for s in self.streams:
             out["streams"][s.name] = {"capture": asdict(s.capture.stats),
                                       "ring": asdict(s.ring.stats()), "windows": s.slot.windows}
+        if self.clips is not None:
+            out["clips"] = self.clips.stats()
         return out

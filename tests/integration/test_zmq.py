@@ -519,6 +519,9 @@ def test_listen_human_lines_with_topic_filter(capsys) -> None:
                            "--count", "4", "--timeout", str(DEADLINE))
         assert cmd_listen(args) == 0
     lines = capsys.readouterr().out.splitlines()
+    states = [line for line in lines if " now: " in line]          # the current state comes first
+    assert lines[: len(states)] == states and len(states) <= 1
+    lines = lines[len(states):]
     assert len(lines) == 4 and not any("push up (0.91)  latency" in line for line in lines)
     assert any("[camera0] heartbeat: up 61 s, 29.9 fps, 2.0 predictions/s, latency p50 180 ms max 240 ms, "
                "dropped frames=3 windows=0" in line for line in lines)
@@ -577,6 +580,8 @@ def test_listen_exits_0_on_ctrl_c() -> None:
             assert proc.stdout is not None
             ready, _, _ = select.select([proc.stdout], [], [], DEADLINE)
             first = proc.stdout.readline() if ready else ""   # it is listening and printing
+            if " now: " in first:                                  # the current state comes first
+                first = proc.stdout.readline()
             assert "-> situp (0.80)" in first
             proc.send_signal(signal.SIGINT)
             _, err = proc.communicate(timeout=DEADLINE)

@@ -30,6 +30,7 @@ X264_OPTIONS = {"preset": "superfast", "crf": "23"}
 # sRGB-like (BT.709 primaries and transfer). Tagged, so players convert back to the same colours.
 COLOUR_TAGS = {"colorspace": "smpte170m", "color_range": "tv",
                "color_primaries": "bt709", "color_trc": "bt709"}
+TIMED_BASE = Fraction(1, 1000)   # the time unit of a timed file's frames: a millisecond
 
 
 class VideoFile(Protocol):
@@ -53,10 +54,16 @@ class H264File:
 
     yuv420p needs an even width and height: an odd frame gets its last column
     and/or row repeated (padded by one pixel; nothing of the frame is lost).
+
+    By default the frame rate is constant (``fps``; the n-th frame is shown at n/fps).
+    ``timed=True`` writes each frame at the time given to :meth:`write` instead (seconds
+    from the file's start, in milliseconds: a variable frame rate), so a file of frames
+    that came irregularly, or of a stream thinned to fewer frames, still lasts as long as
+    they did; ``fps`` is then the nominal rate, which also sets how long the last frame shows.
     """
 
     def __init__(self, path: Path, size: tuple[int, int], fps: float,
-                 encoder: str = "libx264") -> None:
+                 encoder: str = "libx264", *, timed: bool = False) -> None:
         import av
 
         self._av = av
@@ -64,9 +71,12 @@ class H264File:
         self._pad = (width % 2, height % 2)
         self.size = (width + self._pad[0], height + self._pad[1])
         self._pts = 0
+        self._timed = timed
         self._container: Any = av.open(str(path), "w")
         try:
             self._stream = self._container.add_stream(encoder, rate=_frame_rate(fps))
+            if timed:
+                self._stream.codec_context.time_base = TIMED_BASE
             self._stream.width, self._stream.height = self.size
             self._stream.pix_fmt = "yuv420p"
             options = dict(COLOUR_TAGS)
@@ -81,13 +91,20 @@ class H264File:
                 pass
             raise
 
-    def write(self, bgr: np.ndarray) -> None:
+    def write(self, bgr: np.ndarray, t: Optional[float] = None) -> None:
+        """Encode one frame; ``t``: its time in seconds from the file's start (``timed`` only)."""
+        if (t is not None) != self._timed:
+            raise ValueError("a frame's time is given exactly when the file was opened with timed=True")
         if self._pad != (0, 0):
             bgr = cv2.copyMakeBorder(bgr, 0, self._pad[1], 0, self._pad[0], cv2.BORDER_REPLICATE)
         frame = self._av.VideoFrame.from_ndarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2YUV_I420),
                                                  format="yuv420p")
-        frame.pts = self._pts                    # constant frame rate: pts counts frames
-        self._pts += 1
+        if t is None:
+            frame.pts = self._pts                # constant frame rate: pts counts frames
+        else:                                    # strictly increasing, in milliseconds
+            frame.pts = max(self._pts, round(t / TIMED_BASE))
+            frame.time_base = TIMED_BASE
+        self._pts = frame.pts + 1
         for packet in self._stream.encode(frame):
             self._container.mux(packet)
 
