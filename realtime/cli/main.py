@@ -18,6 +18,7 @@ from realtime.cli.bench import add_parser as _add_bench
 from realtime.cli.eval import add_parser as _add_eval
 from realtime.cli.finetune import add_parser as _add_finetune
 from realtime.cli.listen import add_parser as _add_listen
+from realtime.cli.say_now import add_parser as _add_say_now
 from realtime.cli.models import add_parser as _add_models
 from realtime.cli.gallery import add_parsers as _add_gallery
 from realtime.sinks import sinks_from_specs
@@ -178,6 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_classify(sub)
     _add_models(sub)
     _add_listen(sub)
+    _add_say_now(sub)
     _add_eval(sub)
     _add_bench(sub)
     _add_finetune(sub)

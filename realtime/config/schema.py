@@ -282,7 +282,33 @@ class SpeechSinkConfig(_Strict):
     rate: Optional[int] = Field(None, ge=50, le=500, description="words per minute")
     volume: Optional[float] = Field(None, ge=0, le=1)
     speak: bool = Field(True, description="say it aloud (needs a sound device)")
-    save_dir: Optional[str] = Field(None, description="also save each announcement as a WAV file here")
+    save_dir: Optional[str] = Field(None, description="also save each announcement as a WAV file here "
+                                    "(NNNN_KIND_LABEL.wav)")
+    engine: Literal["auto", "pyttsx3", "speech-dispatcher"] = Field(
+        "auto", description="auto: Speech Dispatcher when installed (takes turns with a screen reader), "
+        "else pyttsx3")
+    verbosity: Literal["minimal", "normal", "detailed"] = Field(
+        "normal", description="label only / the templates / the templates with confidence and duration")
+    announce_endings: bool = Field(False, description='say when an announced activity ends ("Stopped X.")')
+    end_template: str = Field("Stopped {label}.", description="phrase for an ending")
+    announce_uncertain: bool = Field(False, description='say "Maybe X." when a change is not confident')
+    maybe_template: str = Field("Maybe {label}.", description="phrase for an unsure change")
+    maybe_min_score: float = Field(0.2, ge=0, le=1, description="say nothing below this, even as maybe")
+    urgent_labels: list[str] = Field(default_factory=list, description="labels that interrupt whatever is "
+                                     "being said (e.g. falling)")
+    urgent_template: str = Field("Warning: {label}!", description="phrase for an urgent label")
+    now_template: str = Field("Now {label}.", description="phrase for an on-demand 'what is happening now'")
+    max_per_minute: int = Field(0, ge=0, description="announcement budget: at most this many in any minute "
+                                "(urgent and on-demand ones not counted); 0: no budget")
+    stale_seconds: float = Field(10.0, gt=0, description="background news (endings, maybe) not said "
+                                 "within this long is dropped")
+    earcons: Literal["off", "with_words", "only"] = Field("off", description="a short sound per kind of "
+                                                          "announcement, before the words or instead of them")
+
+    @field_validator("earcons", mode="before")
+    @classmethod
+    def _earcons_off(cls, value: object) -> object:
+        return "off" if value is False else value      # YAML reads a bare ``off`` as false
 
 
 class MqttSinkConfig(_Strict):

@@ -41,7 +41,7 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Any, Mapping, Optional, TYPE_CHECKING
+from typing import Any, Callable, Mapping, Optional, TYPE_CHECKING
 
 import zmq
 import zmq.auth
@@ -100,6 +100,8 @@ class ZmqSink:
         self._state_sock: Optional[zmq.Socket] = None
         self._state_thread: Optional[threading.Thread] = None
         self._state_stop = threading.Event()
+        # Set by the pipeline: a listener's spoken request ("now" / "repeat") -> the words said.
+        self.on_request: Optional[Callable[[str, Optional[str]], Optional[str]]] = None
         self.sent = 0
         self.dropped = 0
         self._ctx: Optional[zmq.Context] = None
@@ -192,13 +194,32 @@ class ZmqSink:
                 continue
             # ROUTER: [peer id, (empty delimiter from REQ,) request]; the reply mirrors the envelope.
             envelope = frames[:-1]
-            reply = json.dumps({"streams": self.states.snapshot(), "time": round(time.time(), 6)},
-                               ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+            reply = json.dumps(self._answer(frames[-1]), ensure_ascii=False, separators=(",", ":")).encode("utf-8")
             try:
                 sock.send_multipart([*envelope, reply], flags=zmq.NOBLOCK)
                 self.state_requests += 1
             except zmq.ZMQError:
                 pass                     # the requester left; nothing to do
+
+    def _answer(self, request: bytes) -> dict[str, Any]:
+        """``{"say": "now"|"repeat", "stream": S}`` asks the speaking sinks (``realtime say-now``);
+        anything else gets the state of every stream."""
+        try:
+            asked = json.loads(request) if request.startswith(b"{") else None
+        except ValueError:
+            asked = None
+        if isinstance(asked, dict) and asked.get("say") in ("now", "repeat"):
+            if self.on_request is None:
+                return {"ok": False, "error": "this instance does not speak (no speech sink)"}
+            stream = asked.get("stream") if isinstance(asked.get("stream"), str) else None
+            try:
+                words = self.on_request(asked["say"], stream)
+            except Exception as exc:        # the request's failure, reported to the requester
+                return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+            if words is None:
+                return {"ok": False, "error": "this instance does not speak (no speech sink)"}
+            return {"ok": True, "say": asked["say"], "text": words}
+        return {"streams": self.states.snapshot(), "time": round(time.time(), 6)}
 
     def _load_server_keys(self) -> tuple[bytes, bytes]:
         assert self.curve_secret_file is not None and self.curve_clients_dir is not None

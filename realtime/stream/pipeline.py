@@ -270,6 +270,17 @@ class Pipeline:
         if self.on_event is not None:
             self.on_event(event)
 
+    def request(self, kind: str, stream: Optional[str] = None) -> Optional[str]:
+        """An on-demand request from the listener (``"now"``: say the current activity,
+        ``"repeat"``: the last announcement), from the overlay's keys or the feed's request
+        socket: passed to every sink that speaks; the words to be said, or None without one."""
+        answer = None
+        for runner in self.runners:
+            say_now = getattr(runner.sink, "say_now", None)
+            if callable(say_now):
+                answer = say_now(kind=kind, stream=stream)
+        return answer
+
     def _on_frame(self, stream: str, image: np.ndarray, meta: FrameMeta) -> None:
         """Raw frames for sinks that draw on the video and for clips; none of them may block."""
         if self.clips is not None:
@@ -366,6 +377,8 @@ class Pipeline:
         sinks = self._sinks if self._sinks is not None else [build_sink(c) for c in self.config.sinks]
         try:
             for sink in sinks:
+                if hasattr(sink, "on_request"):     # sinks that take the listener's requests
+                    sink.on_request = self.request  # type: ignore[attr-defined]
                 runner = SinkRunner(sink, self.config.sink_queue.size)
                 runner.start()
                 self.runners.append(runner)

@@ -43,8 +43,10 @@ def test_set_appends_a_sink_and_addresses_streams():
 @pytest.mark.parametrize("override,message", [
     ("sinks.4.path=x", "--set sinks.4.path: sinks.4 does not exist (sinks has 2 item(s): 0-1; 2 adds one)"),
     ("sinks.first.path=x", "--set sinks.first.path: sinks is a list: use an index, e.g. sinks.0"),
-    ("sinks.0.save_dirr=x", "sinks.0.save_dirr: unknown key (allowed: cooldown_seconds, min_score, rate, "
-                            "save_dir, speak, template, type, voice, volume)"),
+    ("sinks.0.save_dirr=x", "sinks.0.save_dirr: unknown key (allowed: announce_endings, announce_uncertain, "
+                            "cooldown_seconds, earcons, end_template, engine, max_per_minute, maybe_min_score, "
+                            "maybe_template, min_score, now_template, rate, save_dir, speak, stale_seconds, "
+                            "template, type, urgent_labels, urgent_template, verbosity, voice, volume)"),
     ("model.name.x=1", "--set model.name.x: model.name is a value, not a section"),
 ])
 def test_set_errors_name_the_key(override, message):

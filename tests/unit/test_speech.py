@@ -135,7 +135,7 @@ def test_template_fields(engine):
 
 
 @pytest.mark.parametrize("template, message", [
-    ("{label} {confidence}", "unknown field {confidence}"),
+    ("{label} {certainty}", "unknown field {certainty}"),
     ("{label", "speech template"),
     ("{score:d}", "speech template"),
     ("{0}", "unknown field {0}"),
@@ -261,7 +261,7 @@ def test_without_a_sound_device_it_saves_only(monkeypatch, tmp_path, caplog):
     assert sink.wait_idle(5)
     sink.close()
     assert "no sound device; saving announcements to" in caplog.text
-    assert engine.said == [] and [Path(p).name for _, p in engine.saved] == ["0000_running.wav"]
+    assert engine.said == [] and [p.name for p in sink.saved] == ["0001_started_running.wav"]
 
 
 def test_wav_numbers_continue_after_existing_files(engine, tmp_path):
@@ -270,7 +270,7 @@ def test_wav_numbers_continue_after_existing_files(engine, tmp_path):
     sink.write(change("Jumping Jacks!"))
     assert sink.wait_idle(5)
     sink.close()
-    assert [Path(p).name for _, p in engine.saved] == ["0008_jumping-jacks.wav"]
+    assert [p.name for p in sink.saved] == ["0008_started_jumping-jacks.wav"]
 
 
 def test_unwritable_save_dir_fails_at_open(tmp_path):
@@ -331,8 +331,8 @@ def test_real_espeak_saves_one_wav_per_stable_segment(tmp_path, capsys):
     assert runner.close(5)
     assert sink.stats.errors == 0, sink.stats
     files = sorted(tmp_path.glob("*.wav"))
-    assert [f.name for f in files] == ["0000_running.wav", "0001_playing-guitar.wav",
-                                       "0002_running.wav"]
+    assert [f.name for f in files] == ["0001_started_running.wav", "0002_started_playing-guitar.wav",
+                                       "0003_started_running.wav"]
     for f in files:
         duration, rms = _wav_stats(f)
         assert duration > 0.2 and rms > 300, (f.name, duration, rms)
@@ -381,7 +381,7 @@ def test_real_espeak_synthesises_again_when_a_wav_comes_out_empty(tmp_path, monk
     if empty_results == 1:
         # (the real synthesis can come out empty once more under load: that is what the retries are for)
         assert sink.stats.errors == 0 and 2 <= len(checks) <= speech_mod.SAVE_ATTEMPTS, (sink.stats, checks)
-        assert [p.name for p in sink.saved] == ["0000_running.wav"] and real_frames(sink.saved[0]) > 0
+        assert [p.name for p in sink.saved] == ["0001_started_running.wav"] and real_frames(sink.saved[0]) > 0
     else:
         assert sink.stats.errors == 1 and sink.saved == [], sink.stats
         assert len(checks) == speech_mod.SAVE_ATTEMPTS               # one check per attempt

@@ -43,7 +43,7 @@ import statistics
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional
 
 import cv2
 import numpy as np
@@ -70,6 +70,7 @@ log = logging.getLogger(__name__)
 
 FPS_PROBE_FRAMES = 8            # frames the writer looks at to measure the frame rate
 QUIT_KEYS = (ord("q"), ord("Q"), 27)
+REQUEST_KEYS = {ord("n"): "now", ord("N"): "now", ord("r"): "repeat", ord("R"): "repeat"}  # spoken answers
 MAX_WINDOW = (1600, 900)        # a new window is scaled down to fit this (width, height)
 CLOSE_TIMEOUT = 30.0            # seconds close() waits for the writer to drain its queue
 
@@ -152,6 +153,8 @@ class OverlaySink:
         self._writer_thread: Optional[threading.Thread] = None
         self._gui_thread: Optional[int] = None
         self._quit = False
+        # Set by the pipeline: asks the speaking sinks for an answer (keys n: now, r: repeat).
+        self.on_request: Optional[Callable[[str, Optional[str]], Optional[str]]] = None
 
     @classmethod
     def from_config(cls, config: Any) -> "OverlaySink":
@@ -389,6 +392,8 @@ class OverlaySink:
                 log.info("overlay: quit key pressed")
                 self._quit = True
                 return False
+            if key != -1 and (key & 0xFF) in REQUEST_KEYS and self.on_request is not None:
+                self.on_request(REQUEST_KEYS[key & 0xFF], None)
             for window in windows:
                 try:
                     visible = cv2.getWindowProperty(window, cv2.WND_PROP_VISIBLE)
