@@ -48,6 +48,11 @@ class Pacing(NamedValue):
     FAST = "fast"                   # as fast as the model takes windows
 
 
+STOPPED_DETAIL = "stopped"
+"""The ``detail`` of the ``ended`` status of a stream that was stopped (Ctrl-C, ``stop()``), not
+one whose source ended by itself."""
+
+
 class StreamState(NamedValue):
     """A stream's connection state, as status events carry it."""
 

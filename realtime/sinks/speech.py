@@ -50,7 +50,7 @@ from typing import Any, Callable, Iterator, Mapping, Optional, Sequence, TextIO
 import numpy as np
 
 from realtime.core.errors import SinkError
-from realtime.core.types import StreamState
+from realtime.core.types import STOPPED_DETAIL, StreamState
 from realtime.sinks import earcons as earcons_mod
 from realtime.sinks.speech_engines import (PYTTSX3, SPEECH_DISPATCHER, EngineChoice, SpeechDispatcherVoice,
                                            audio_output_status, choose_engine, play_wav, pyttsx3_engine)
@@ -64,6 +64,7 @@ __all__ = ["SpeechSink", "SpeechStats", "SpokenPart", "check_template", "slugify
            "pyttsx3_engine", "Kind", "Priority", "TEMPLATE_FIELDS"]
 
 CLOSE_TIMEOUT = 2.0                 # seconds close() waits for the speaker thread
+DRAIN_SECONDS = 4.0                 # close() lets a video's last words finish this long first
 LOST_STATES = tuple(state.value for state in StreamState if state.down)
 EARCON_GAP = 0.05                   # seconds of silence between an earcon and the words
 RATE = earcons_mod.RATE
@@ -309,7 +310,12 @@ class SpeechSink:
         self._thread = start_thread(self._run, "sink-speech-speaker")
 
     def close(self) -> None:
-        """Stop the speaker thread: the utterance in progress is stopped, pending ones dropped."""
+        """Stop the speaker thread. What is still to say (the end of a video's last activity) gets
+        up to DRAIN_SECONDS; then the utterance in progress is stopped and pending ones dropped."""
+        with self._cond:
+            final = any(item.final for item in (*self._slots.values(), self._current) if item is not None)
+        if final and self._thread is not None and self._thread.is_alive():
+            self.wait_idle(DRAIN_SECONDS)
         with self._cond:
             self._stopping = True
             self.stats.stale += len(self._slots)
@@ -337,8 +343,15 @@ class SpeechSink:
         if kind == "status" and event.get("state") in LOST_STATES:
             with self._cond:
                 self._drop_pending_of(stream)
-                self._last_said.pop(stream, None)
+                said = self._last_said.pop(stream, None)
                 self._state.pop(stream, None)
+                if event.get("state") == StreamState.ENDED.value and event.get("detail") != STOPPED_DETAIL:
+                    # the video is over, so is what it showed (a lost camera says nothing: it may come
+                    # back; a stopped run says nothing: the listener stopped it)
+                    ending = self.policy.on_end(stream, said, self._clock())
+                    if ending is not None:
+                        self._put(ending)
+                        self._cond.notify_all()
             return
         if kind != "change" or not event.get("label"):
             return

@@ -80,6 +80,7 @@ class Announcement:
     stream: str
     parts: tuple[Part, ...]
     created: float         # the sink's clock when it was made
+    final: bool = False    # the stream's last words (it ended): no cooldown, said before the sink closes
 
     @property
     def label(self) -> str:
@@ -188,6 +189,14 @@ class AnnouncePolicy:
         self.announce_uncertain = announce_uncertain
         self.maybe_min_score = maybe_min_score
         self.urgent_labels = frozenset(urgent_labels)
+
+    def on_end(self, stream: str, said: Optional[str], now: float) -> Optional[Announcement]:
+        """The stream ended (a file's last frame, a camera closed for good): the activity
+        announced last for it ended too, said as background information when endings are on."""
+        if not self.announce_endings or not said:
+            return None
+        return Announcement(Priority.BACKGROUND, stream, (Part(Kind.ENDED, said, self.phrasing.text(
+            Kind.ENDED, said, stream=stream)),), now, final=True)
 
     def on_change(self, event: Mapping[str, Any], said: Optional[str], now: float) -> Optional[Announcement]:
         """The announcement for one ``change`` event, given the label said last for its stream."""
@@ -303,7 +312,7 @@ def choose(slots: dict[Priority, Announcement], now: float, *, ready_at: float, 
         item = slots.get(prio)
         if item is None:
             continue
-        wait = max(ready_at - now, budget.wait(now))
+        wait = max(0.0 if item.final else ready_at - now, budget.wait(now))
         if wait > 0:
             waits.append(wait if prio is Priority.ROUTINE else min(wait, item.created + stale_seconds - now))
             break                                # a waiting routine one goes first

@@ -23,7 +23,7 @@ from realtime.core.sampling import SampleGrid
 from realtime.core.redact import redact_text
 from realtime.sources import FrameSource
 from realtime.threads import WorkerThread
-from realtime.core.types import DEFAULT_FPS, FrameMeta, InputSpec, Pacing, StreamState, StreamStatus
+from realtime.core.types import DEFAULT_FPS, STOPPED_DETAIL, FrameMeta, InputSpec, Pacing, StreamState, StreamStatus
 
 log = logging.getLogger(__name__)
 
@@ -209,7 +209,7 @@ class CaptureWorker:
                 self._status(StreamState.ENDED, f"{self.stats.frames} frames read" + (f"; {note}" if note else ""))
                 return
             self._deliver(*item)
-        self._status(StreamState.ENDED, "stopped")
+        self._status(StreamState.ENDED, STOPPED_DETAIL)
 
     def _connect(self, first: bool) -> bool:
         """Open the source, retrying live ones with backoff. False when stopped."""

@@ -213,3 +213,25 @@ def test_earcons_are_saved_beside_the_words(tmp_path, mode):
         path = tmp_path / f"{stem}.earcon.wav"
         assert wav_seconds(path) == pytest.approx(len(earcons.earcon(kind)) / earcons.RATE, abs=0.01)
         assert wav_rms(path) > 2000
+
+
+def test_the_end_of_a_video_ends_its_activity_and_close_says_it(tmp_path):
+    sink = make_sink(tmp_path, announce_endings=True, cooldown_seconds=5.0)    # the last words skip it
+    sink.write({"type": "change", "stream": "cam", "label": "abseiling", "score": 0.9, "previous": None})
+    assert sink.wait_idle(10)
+    sink.write({"type": "status", "stream": "cam", "state": "ended"})
+    sink.close()                             # right after the end, as a pipeline stops: still said
+    assert names(sink) == ["0001_started_abseiling.wav", "0002_ended_abseiling.wav"]
+    lost = make_sink(tmp_path / "lost", announce_endings=True)
+    lost.write({"type": "change", "stream": "cam", "label": "abseiling", "score": 0.9, "previous": None})
+    assert lost.wait_idle(10)
+    lost.write({"type": "status", "stream": "cam", "state": "lost"})   # it may come back: nothing said
+    lost.close()
+    assert names(lost) == ["0001_started_abseiling.wav"]
+    stopped = make_sink(tmp_path / "stopped", announce_endings=True)
+    stopped.write({"type": "change", "stream": "cam", "label": "abseiling", "score": 0.9, "previous": None})
+    assert stopped.wait_idle(10)
+    stopped.write({"type": "status", "stream": "cam", "state": "ended", "detail": "stopped"})   # Ctrl-C
+    started = time.monotonic()
+    stopped.close()
+    assert names(stopped) == ["0001_started_abseiling.wav"] and time.monotonic() - started < 1.0

@@ -76,6 +76,14 @@ def test_what_a_change_becomes(event, said, priority, parts):
     assert (result.priority if result else None) == priority
 
 
+def test_a_stream_that_ends_ends_its_announced_activity():
+    policy = AnnouncePolicy(Phrasing(), announce_endings=True)
+    ending = policy.on_end("cam", "abseiling", now=0.0)
+    assert kinds(ending) == [("ended", "abseiling")] and ending.priority is Priority.BACKGROUND
+    assert policy.on_end("cam", None, 0.0) is None                                  # nothing was said
+    assert AnnouncePolicy(Phrasing()).on_end("cam", "abseiling", 0.0) is None       # endings off
+
+
 def test_endings_and_maybe_are_off_by_default():
     policy = AnnouncePolicy(Phrasing())
     assert policy.on_change(change("nothing", previous="abseiling", uncertain=True), "abseiling", 0) is None
