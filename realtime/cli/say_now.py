@@ -29,28 +29,23 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def cmd_say_now(args: argparse.Namespace) -> int:
     import zmq
 
+    from realtime.feed.subscriber import request
+
     if args.timeout <= 0:
         raise ConfigError(f"--timeout must be > 0, got {args.timeout}")
     endpoint = args.request_endpoint or state_endpoint_for(args.endpoint)
-    request = {"say": "repeat" if args.repeat else "now", **({"stream": args.stream} if args.stream else {})}
-    ctx = zmq.Context()
-    sock = ctx.socket(zmq.REQ)
+    asked = {"say": "repeat" if args.repeat else "now", **({"stream": args.stream} if args.stream else {})}
     try:
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.connect(endpoint)
-        sock.send(json.dumps(request).encode("utf-8"))
-        if not sock.poll(round(args.timeout * 1000), zmq.POLLIN):
-            print(f"realtime say-now: no answer from {endpoint} within {args.timeout:g} s (is `realtime run` "
-                  f"running with --sink zmq?)", file=sys.stderr)
-            return 1
-        answer = json.loads(sock.recv())
+        answer = request(endpoint, json.dumps(asked).encode("utf-8"), args.timeout)
     except (zmq.ZMQError, ValueError) as exc:
         raise ConfigError(f"say-now: {endpoint}: {exc}") from None
-    finally:
-        sock.close(linger=0)
-        ctx.term()
-    if not answer.get("ok"):
-        print(f"realtime say-now: {answer.get('error', 'refused')}", file=sys.stderr)
+    if answer is None:
+        print(f"realtime say-now: no answer from {endpoint} within {args.timeout:g} s (is `realtime run` "
+              f"running with --sink zmq?)", file=sys.stderr)
+        return 1
+    if not isinstance(answer, dict) or not answer.get("ok"):
+        error = answer.get("error", "refused") if isinstance(answer, dict) else "an answer that is not an object"
+        print(f"realtime say-now: {error}", file=sys.stderr)
         return 1
     print(answer.get("text", ""), flush=True)
     return 0

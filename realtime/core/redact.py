@@ -94,11 +94,24 @@ def remember(url: str) -> None:
     found = set()
     if parts[1]:
         user, _, password = parts[1].partition(":")
-        found |= {parts[1], password, unquote(password), quote(unquote(password), safe=_USERINFO_SAFE)}
-        found.add(unquote(parts[1]))
+        found |= {parts[1], unquote(parts[1])} | _password_forms(password)
     for match in _QUERY_PAIR.finditer(parts[2]):
         if SECRET_QUERY_KEYS.search(match.group(2)):
             found |= {match.group(3), unquote(match.group(3))}
+    _hide(found)
+
+
+def remember_secret(password: str) -> None:
+    """Hide a password given on its own (not in a URL), as written and percent-encoded, in every
+    later :func:`redact_text`."""
+    _hide(_password_forms(password))
+
+
+def _password_forms(password: str) -> set[str]:
+    return {password, unquote(password), quote(unquote(password), safe=_USERINFO_SAFE)}
+
+
+def _hide(found: set[str]) -> None:
     found = {s for s in found if len(s) >= 3}       # a 1-2 character secret would mask ordinary text
     with _secrets_lock:
         _secrets.update(found)

@@ -203,24 +203,11 @@ class Subscriber:
         ``timeout`` seconds. Live events the answer already covers are dropped from then on."""
         if self._sock is None:
             raise RuntimeError("Subscriber is closed")
-        req = self._ctx.socket(zmq.REQ)
         try:
-            req.setsockopt(zmq.LINGER, 0)
-            req.setsockopt(zmq.MAXMSGSIZE, 16 * MAX_EVENT_BYTES)
-            if "[" in self.state_endpoint:
-                req.setsockopt(zmq.IPV6, 1)
-            if self._curve is not None:
-                req.curve_publickey, req.curve_secretkey, req.curve_serverkey = _client_keys(self._curve)
-            req.connect(self.state_endpoint)
-            req.send(b"state")
-            if not req.poll(max(0, round(timeout * 1000)), zmq.POLLIN):
-                return None
-            answer = json.loads(req.recv())
+            answer = request(self.state_endpoint, b"state", timeout, curve=self._curve, ctx=self._ctx)
         except (zmq.ZMQError, ValueError) as exc:
             log.warning("no state from %s: %s", self.state_endpoint, exc)
             return None
-        finally:
-            req.close(linger=0)
         streams = answer.get("streams") if isinstance(answer, dict) else None
         if not isinstance(streams, dict):
             return None
@@ -259,6 +246,32 @@ class Subscriber:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def request(endpoint: str, payload: bytes, timeout: float, curve: Optional[CurveSpec] = None,
+            ctx: Optional[zmq.Context] = None) -> Optional[Any]:
+    """One request to a feed's state/request socket (``state_endpoint``): the JSON answer, or None
+    when none comes within ``timeout`` seconds. Raises zmq.ZMQError, or ValueError for an answer
+    that is not JSON."""
+    own = ctx is None
+    context = zmq.Context() if ctx is None else ctx
+    req = context.socket(zmq.REQ)
+    try:
+        req.setsockopt(zmq.LINGER, 0)
+        req.setsockopt(zmq.MAXMSGSIZE, 16 * MAX_EVENT_BYTES)
+        if "[" in endpoint:
+            req.setsockopt(zmq.IPV6, 1)
+        if curve is not None:
+            req.curve_publickey, req.curve_secretkey, req.curve_serverkey = _client_keys(curve)
+        req.connect(endpoint)
+        req.send(payload)
+        if not req.poll(max(0, round(timeout * 1000)), zmq.POLLIN):
+            return None
+        return json.loads(req.recv())
+    finally:
+        req.close(linger=0)
+        if own:
+            context.term()
 
 
 def _decode(frames: list[bytes]) -> Optional[tuple[str, dict[str, Any]]]:

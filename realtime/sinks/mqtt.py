@@ -45,7 +45,7 @@ from urllib.parse import unquote, urlsplit
 
 from realtime.core.errors import SinkError
 from realtime.core.events import wire
-from realtime.core.redact import expand_env, redact_url, remember
+from realtime.core.redact import expand_env, redact_url, remember, remember_secret
 from realtime.sinks.state import StreamStates
 
 if TYPE_CHECKING:
@@ -110,7 +110,7 @@ class MqttSink:
         self.username = username or url_user
         self._password = password or url_password
         if self._password:
-            remember(f"mqtt://x:{self._password}@h")     # the redacting log filter hides it everywhere
+            remember_secret(self._password)         # the redacting log filter hides it everywhere
         if qos not in (0, 1, 2):
             raise SinkError(f"mqtt sink: qos must be 0, 1 or 2, got {qos}")
         self.prefix = prefix.strip("/") or "realtime"

@@ -64,6 +64,23 @@ LINGER_MS = 500  # how long close() may spend delivering queued messages
 MAX_INCOMING_BYTES = 1024
 
 
+def _bind(sock: zmq.Socket, endpoint: str, keys: Optional[tuple[bytes, bytes]], failure: str) -> str:
+    """Bind ``sock`` (incoming messages bounded, CurveZMQ server when ``keys``) to ``endpoint``;
+    the address it got. ``failure`` (with ``{endpoint}`` and ``{exc}``) is the SinkError's text."""
+    sock.setsockopt(zmq.MAXMSGSIZE, MAX_INCOMING_BYTES)
+    if "[" in endpoint:
+        sock.setsockopt(zmq.IPV6, 1)
+    if keys is not None:
+        sock.curve_publickey, sock.curve_secretkey = keys
+        sock.curve_server = True
+    try:
+        sock.bind(endpoint)
+    except zmq.ZMQError as exc:
+        raise SinkError(failure.format(endpoint=endpoint, exc=exc)) from None
+    last = sock.getsockopt(zmq.LAST_ENDPOINT)
+    return last.decode() if isinstance(last, bytes) else str(last)
+
+
 def topic_of(event: dict[str, Any]) -> str:
     """The topic an event is published under: ``"{type}.{stream}"``."""
     return f"{event.get('type', 'event')}.{event.get('stream', '')}"
@@ -132,18 +149,7 @@ class ZmqSink:
             self._sock = sock
             sock.setsockopt(zmq.SNDHWM, self.sndhwm)
             sock.setsockopt(zmq.LINGER, self.linger_ms)
-            sock.setsockopt(zmq.MAXMSGSIZE, MAX_INCOMING_BYTES)
-            if "[" in self.endpoint:
-                sock.setsockopt(zmq.IPV6, 1)
-            if keys is not None:
-                sock.curve_publickey, sock.curve_secretkey = keys
-                sock.curve_server = True
-            try:
-                sock.bind(self.endpoint)
-            except zmq.ZMQError as exc:
-                raise SinkError(f"cannot bind the ZeroMQ feed to {self.endpoint}: {exc}") from None
-            last = sock.getsockopt(zmq.LAST_ENDPOINT)
-            self.bound_endpoint = last.decode() if isinstance(last, bytes) else str(last)
+            self.bound_endpoint = _bind(sock, self.endpoint, keys, "cannot bind the ZeroMQ feed to {endpoint}: {exc}")
             self._open_state(ctx, keys)
         except BaseException:
             self.close()
@@ -159,23 +165,12 @@ class ZmqSink:
         if not self._state_explicit and self.bound_endpoint:
             # beside the port the feed got (also when it asked for any free one)
             self.state_endpoint = state_endpoint_for(self.bound_endpoint)
-        endpoint = self.state_endpoint
         sock = ctx.socket(zmq.ROUTER)
         self._state_sock = sock
         sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.MAXMSGSIZE, MAX_INCOMING_BYTES)
-        if "[" in endpoint:
-            sock.setsockopt(zmq.IPV6, 1)
-        if keys is not None:
-            sock.curve_publickey, sock.curve_secretkey = keys
-            sock.curve_server = True
-        try:
-            sock.bind(endpoint)
-        except zmq.ZMQError as exc:
-            raise SinkError(f"cannot bind the ZeroMQ feed's state endpoint to {endpoint}: {exc} "
-                            f"(set the zmq sink's state_endpoint)") from None
-        last = sock.getsockopt(zmq.LAST_ENDPOINT)
-        self.bound_state_endpoint = last.decode() if isinstance(last, bytes) else str(last)
+        self.bound_state_endpoint = _bind(sock, self.state_endpoint, keys,
+                                          "cannot bind the ZeroMQ feed's state endpoint to {endpoint}: {exc} "
+                                          "(set the zmq sink's state_endpoint)")
         self._state_stop.clear()
         self._state_thread = threading.Thread(target=self._serve_state, name="zmq-state", daemon=True)
         self._state_thread.start()
