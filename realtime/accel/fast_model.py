@@ -221,25 +221,9 @@ def i3d_forward(model: nn.Module) -> Forward:
     return forward
 
 
-def hf_pooled_forward(model: nn.Module) -> Forward:
-    """``transformers`` video classifiers: (B, T, C, H, W) -> the last hidden state averaged over
-    its tokens (B, hidden): the pooled features the classification head reads."""
-    def forward(x: torch.Tensor) -> torch.Tensor:
-        return model(pixel_values=x, output_hidden_states=True).hidden_states[-1].mean(dim=1)
-    return forward
-
-
-def i3d_pooled_forward(model: nn.Module) -> Forward:
-    """:class:`~realtime.models.i3d.InceptionI3d`: (B, T, C, H, W) -> ``Mixed_5c`` averaged over
-    time and space (B, 1024): the features its logits are a linear function of."""
-    def forward(x: torch.Tensor) -> torch.Tensor:
-        x = x.permute(0, 2, 1, 3, 4).contiguous(memory_format=torch.channels_last_3d)
-        return model.features(x).mean(dim=(2, 3, 4))
-    return forward
-
-
 def hf_logits_pooled_forward(model: nn.Module) -> Forward:
-    """``transformers`` video classifiers: (B, T, C, H, W) -> (logits, pooled features) in one pass."""
+    """``transformers`` video classifiers: (B, T, C, H, W) -> (logits, pooled features) in one pass;
+    the pooled features are the last hidden state averaged over its tokens (B, hidden)."""
     def forward(x: torch.Tensor) -> Any:
         out = model(pixel_values=x, output_hidden_states=True)
         return out.logits, out.hidden_states[-1].mean(dim=1)
@@ -247,7 +231,8 @@ def hf_logits_pooled_forward(model: nn.Module) -> Forward:
 
 
 def i3d_logits_pooled_forward(model: nn.Module) -> Forward:
-    """:class:`~realtime.models.i3d.InceptionI3d`: (B, T, C, H, W) -> (logits, pooled ``Mixed_5c``) in one pass."""
+    """:class:`~realtime.models.i3d.InceptionI3d`: (B, T, C, H, W) -> (logits, ``Mixed_5c`` averaged over
+    time and space (B, 1024)) in one pass."""
     def forward(x: torch.Tensor) -> Any:
         x = model.features(x.permute(0, 2, 1, 3, 4).contiguous(memory_format=torch.channels_last_3d))
         return model.head(x), x.mean(dim=(2, 3, 4))

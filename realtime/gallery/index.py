@@ -39,10 +39,12 @@ from realtime.gallery.vectors import mean_embedding, sketch, to_blob
 from realtime.gallery.workers import DecodeFailed, DecodePool
 from realtime.models import ClipClassifier, classifier_for
 from realtime.models.base import Embedding
+from realtime.stream.inference import top_k as best_k
 from realtime.stream.pipeline import smoothing_params
 from realtime.tools.clip_windows import read_windows
 
 logger = logging.getLogger(__name__)
+
 
 @dataclass
 class IndexSummary:
@@ -131,9 +133,7 @@ def video_record(video: _Video, labels: Sequence[str], model: str, config: Confi
         return VideoRecord(video.path, video.size, video.mtime_ns, model, status="failed", error=reason,
                            facts=video.facts)
     probs = np.stack(video.probs)
-    mean = probs.mean(axis=0)
-    order = np.argsort(-mean)[:top_k]
-    top = [(labels[i], round(float(mean[i]), 6)) for i in order]
+    top = [(s.label, round(s.score, 6)) for s in best_k(probs.mean(axis=0), labels, top_k)]
     runs = find_segments(labels, video.starts, video.ends, probs, smoothing_params(config.smoothing))
     clip_vector, vectors = None, [None] * len(runs)
     if video.features and all(f is not None for f in video.features):

@@ -1,10 +1,12 @@
-"""A classifier's pooled features as an embedding (for likeness search), on the classifier's engine.
+"""A classifier's probabilities and pooled features (its embedding, for likeness search) from one
+pass, on the classifier's engine.
 
-:class:`Embedder` runs a pooled-features adapter (:func:`~realtime.accel.fast_model.i3d_pooled_forward`,
-:func:`~realtime.accel.fast_model.hf_pooled_forward`, or the ``*_logits_pooled_forward`` ones that
-give the logits too, from one pass) of the network a classifier has loaded: on OpenVINO when the
-classifier runs there (converted once, cached as a variant of the model), else on torch in the
-network's own device and dtype. Made on first use, so a classifier that never embeds pays nothing.
+:class:`Embedder` runs a ``(logits, pooled features)`` adapter
+(:func:`~realtime.accel.fast_model.i3d_logits_pooled_forward`,
+:func:`~realtime.accel.fast_model.hf_logits_pooled_forward`) of the network a classifier has
+loaded: on OpenVINO when the classifier runs there (converted once, cached as a variant of the
+model), else on torch in the network's own device and dtype. Made on first use, so a classifier
+that never embeds pays nothing.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from torch import nn
 
 class Embedder:
     def __init__(self, module: nn.Module, forward: Any, input_shape: Sequence[int], *, engine: str, name: str,
-                 dtype: Any = "auto", cache_dir: Any = None, variant: str = "pooled features") -> None:
+                 dtype: Any = "auto", cache_dir: Any = None, variant: str = "logits and pooled features") -> None:
         self.module = module
         self.forward = forward
         self.input_shape = tuple(int(s) for s in input_shape)
@@ -38,10 +40,6 @@ class Embedder:
             self._runner = try_openvino(self.module, self.forward, self.input_shape, name=f"{self.name} ({self.variant})",
                                         dtype=self.dtype, cache_dir=self.cache_dir, variant=self.variant)
         self._ready = True
-
-    def __call__(self, x: torch.Tensor) -> np.ndarray:
-        """(B, T, C, H, W) normalised windows -> (B, D) float32 pooled features."""
-        return self.outputs(x)[0]
 
     def outputs(self, x: torch.Tensor) -> list[np.ndarray]:
         """Every output of ``forward`` (one array, or one per tensor it returns), float32."""

@@ -97,8 +97,7 @@ class HFVideoClassifier:
         self.engine = engine                      # "torch" or "openvino" after load()
         self.int8 = int8                          # OpenVINO's quantised model (realtime models quantize)
         self._runner: Optional["Runner"] = None   # what runs the network: _fast, or OpenVINO
-        self._embedder: Any = None                # pooled features, made on the first embed()
-        self._scorer: Any = None                  # probabilities and pooled features together
+        self._scorer: Any = None                  # probabilities and pooled features, made on first use
         self.cuda_graphs = cuda_graphs            # None: on for CUDA devices
         self.sdpa_backend = sdpa_backend          # which SDPA kernel (realtime.core.types.SDPA_BACKENDS)
         self.compile = compile                    # torch.compile the forward (FastModel)
@@ -353,17 +352,9 @@ class HFVideoClassifier:
 
     def embed(self, clips: np.ndarray) -> np.ndarray:
         """The pooled features of each clip (the last hidden state averaged over its tokens):
-        (B, hidden) float32, on the classifier's engine. Clips as for :meth:`predict`."""
-        pixel_values = self._pixel_values(clips)
-        if pixel_values is None:
-            return np.zeros((0, int(getattr(self.config, "hidden_size", 0) or 0)), np.float32)
-        if self._embedder is None:
-            from realtime.accel.fast_model import hf_pooled_forward
-            from realtime.models.embedding import Embedder
-            model = self._require_model()
-            self._embedder = Embedder(model, hf_pooled_forward(model), self.window_shape, engine=self.engine,
-                                      name=self.model_id, dtype=self.requested_dtype)
-        return self._embedder(pixel_values)
+        (B, hidden) float32, on the classifier's engine: :meth:`predict_embed`'s features. Clips as
+        for :meth:`predict`."""
+        return self.predict_embed(clips)[1]
 
     def predict_embed(self, clips: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Class probabilities and pooled features from one pass of the network (``realtime
@@ -377,8 +368,7 @@ class HFVideoClassifier:
             from realtime.models.embedding import Embedder
             model = self._require_model()
             self._scorer = Embedder(model, hf_logits_pooled_forward(model), self.window_shape, engine=self.engine,
-                                    name=self.model_id, dtype=self.requested_dtype,
-                                    variant="logits and pooled features")
+                                    name=self.model_id, dtype=self.requested_dtype)
         logits, features = self._scorer.outputs(pixel_values)
         from realtime.models.embedding import softmax
         return softmax(logits), features

@@ -406,8 +406,7 @@ class I3DClassifier:
         self._model: Optional[InceptionI3d] = None
         self._fast: Optional[FastModel] = None  # runs the network after load() on torch
         self._runner: Optional[Runner] = None   # what runs it: _fast, or OpenVINO
-        self._embedder: Optional["Embedder"] = None   # pooled features, made on the first embed()
-        self._scorer: Optional["Embedder"] = None     # probabilities and pooled features together
+        self._scorer: Optional["Embedder"] = None     # probabilities and pooled features, made on first use
 
     @property
     def labels(self) -> Sequence[str]:
@@ -478,18 +477,8 @@ class I3DClassifier:
 
     def embed(self, clips: np.ndarray) -> np.ndarray:
         """uint8 (B, T, 224, 224, 3) RGB clips -> float32 (B, 1024) pooled ``Mixed_5c`` features,
-        on the classifier's engine (likeness search)."""
-        if self._model is None:
-            raise RuntimeError(f"{self.name}: call load() before embed()")
-        clips = validate_clips(clips, self.input_spec.crop, self.name)
-        x = torch.from_numpy(normalize(clips, self.input_spec)).permute(0, 1, 4, 2, 3)   # (B, T, C, H, W)
-        if self._embedder is None:
-            from realtime.accel.fast_model import i3d_pooled_forward
-            from realtime.models.embedding import Embedder
-            self._embedder = Embedder(self._model, i3d_pooled_forward(self._model), self.window_shape,
-                                      engine=self.engine, name=self.name, dtype=self.requested_dtype,
-                                      cache_dir=self.cache_dir)
-        return self._embedder(x)
+        on the classifier's engine (likeness search): :meth:`predict_embed`'s features."""
+        return self.predict_embed(clips)[1]
 
     def predict_embed(self, clips: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Class probabilities (B, 400) and pooled features (B, 1024) from one pass of the network
@@ -503,7 +492,7 @@ class I3DClassifier:
             from realtime.models.embedding import Embedder
             self._scorer = Embedder(self._model, i3d_logits_pooled_forward(self._model), self.window_shape,
                                     engine=self.engine, name=self.name, dtype=self.requested_dtype,
-                                    cache_dir=self.cache_dir, variant="logits and pooled features")
+                                    cache_dir=self.cache_dir)
         logits, features = self._scorer.outputs(x)
         from realtime.models.embedding import softmax
         return softmax(logits), features

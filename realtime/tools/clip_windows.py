@@ -8,7 +8,6 @@ For offline jobs that need a few model-ready windows of a clip (``realtime bench
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional, Sequence
 
 import cv2
 import numpy as np
@@ -34,10 +33,9 @@ def window_starts(total: int, span: int, count: int, offset: float = 0.0) -> lis
 
 
 def read_windows(path: str | Path, spec: InputSpec, num_frames: int, window_seconds: float, count: int,
-                 offset: float = 0.0, centres: Optional[Sequence[float]] = None) -> np.ndarray:
+                 offset: float = 0.0) -> np.ndarray:
     """Up to ``count`` windows (k, num_frames, H, W, 3) uint8 RGB of the video at ``path``, frames
-    sampled as the pipeline samples them; a clip shorter than one window repeats its last frame.
-    ``centres``: instead, one window centred on each of these times (seconds), in that order."""
+    sampled as the pipeline samples them; a clip shorter than one window repeats its last frame."""
     cap = cv2.VideoCapture(str(path))
     try:
         if not cap.isOpened():
@@ -50,10 +48,7 @@ def read_windows(path: str | Path, spec: InputSpec, num_frames: int, window_seco
             while cap.grab():
                 total += 1
             cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
-        if centres is not None:
-            starts = [min(max(0, total - span), max(0, round(c * fps - span / 2))) for c in centres]
-        else:
-            starts = window_starts(total, span, count, offset)
+        starts = window_starts(total, span, count, offset)
         wanted = {s + i * step for s in starts for i in range(num_frames)}
         frames: dict[int, np.ndarray] = {}
         index, last = 0, max(wanted)

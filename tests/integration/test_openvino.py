@@ -302,7 +302,7 @@ def test_embeddings_are_the_pooled_features_on_either_engine(tiny_model, ov_cach
     np.testing.assert_allclose(want, hidden.mean(dim=1).numpy(), atol=1e-6)
     assert want.shape == (3, 32)
     np.testing.assert_allclose(got.embed(clips), want, atol=1e-4)
-    assert len(entries(ov_cache)) == 2          # the classifier and its pooled-features variant
+    assert len(entries(ov_cache)) == 2          # the classifier and its (logits, pooled features) variant
     assert ref.embed(clips[:0]).shape == (0, 32)
 
 
