@@ -68,6 +68,23 @@ def select_window(metas: Sequence[FrameMeta], spec: WindowSpec, end: int | None 
     return positions
 
 
+def first_window_due(first_ts: float, spec: WindowSpec) -> float:
+    """When a file read ``fast`` (``Schedule.EVERY``) is due its first window: at the first frame
+    that completes a whole window after the frame at ``first_ts``."""
+    return first_ts + (spec.num_frames - 1) * spec.interval - 1e-6
+
+
+def next_window_due(due: float, end_ts: float, stride: float) -> float:
+    """After the window due at ``due`` was taken ending at ``end_ts``: the next one is due one
+    ``stride`` on (anchored, so windows come every stride on average even when the stride is not
+    a whole number of frames), and past ``end_ts`` when frames are further apart than the stride
+    (else the same frame would be due again)."""
+    due += stride
+    if due <= end_ts:
+        due += (int((end_ts - due) // stride) + 1) * stride
+    return due
+
+
 def first_due(metas: Sequence[FrameMeta], due_ts: float) -> Optional[int]:
     """Position of the oldest frame with ``ts >= due_ts`` (None if none yet)."""
     j = bisect.bisect_left([m.ts for m in metas], due_ts)
@@ -137,7 +154,7 @@ class EveryWindows:
         self._ts.append(float(ts))
         spec = self.spec
         if self._next_due is None:
-            self._next_due = self._ts[0] + (spec.num_frames - 1) * spec.interval - 1e-6
+            self._next_due = first_window_due(self._ts[0], spec)
         if self._ts[-1] < self._next_due:
             return None
         return self._take(len(self._ts) - 1, tolerance=0.5)
@@ -159,9 +176,7 @@ class EveryWindows:
         self._last_end = self._first + end
         self.windows += 1
         assert self._next_due is not None
-        self._next_due += self.stride
-        if self._next_due <= end_ts:
-            self._next_due += (int((end_ts - self._next_due) // self.stride) + 1) * self.stride
+        self._next_due = next_window_due(self._next_due, end_ts, self.stride)
         # Frames older than both the next window's first sample and the first sample of a last
         # window ending on the newest frame are let go (one older frame stays: with frames
         # sparser than the sampling it may still be the nearest).

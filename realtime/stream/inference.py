@@ -23,7 +23,7 @@ from realtime.accel.graph_gate import CUDA_GRAPH_CAPTURE_LOCK
 from realtime.stream.ring import FrameRing
 from realtime.stream.windows import BatchClassifier, HostWindowStore, WindowStore
 from realtime.threads import OwnedLock, WorkerThread
-from realtime.core.sampling import WindowSpec, first_due, select_window
+from realtime.core.sampling import WindowSpec, first_due, first_window_due, next_window_due, select_window
 from realtime.core.smoothing import top_indices
 from realtime.core.types import FrameMeta, LabelScore, Prediction, Schedule
 
@@ -68,7 +68,7 @@ class StreamSlot:
         if self.schedule is Schedule.EVERY:
             if self.next_due is None:
                 # The first frame that completes a whole window.
-                self.next_due = metas[0].ts + (self.spec.num_frames - 1) * self.spec.interval - 1e-6
+                self.next_due = first_window_due(metas[0].ts, self.spec)
             end = first_due(metas, self.next_due)
             if end is None:
                 return self._tail(metas)
@@ -125,14 +125,9 @@ class StreamSlot:
         end = metas[-1].ts
         if self.next_due is not None and (self.schedule is Schedule.EVERY or end - self.next_due < self.stride):
             # Anchored: no drift when the stride is not a whole number of the frames held (a live
-            # camera's sampled frames come one per sampling interval, 0.133 s for VideoMAE), so
-            # windows come every stride on average.
-            self.next_due += self.stride
-            if self.next_due <= end:
-                # Frames further apart than the stride (a 1 fps clip, a jump in the timestamps, a
-                # stride shorter than a frame): the next window must end on a newer frame, or the
-                # same frame would be due again and a paced file would wait on it forever.
-                self.next_due += (int((end - self.next_due) // self.stride) + 1) * self.stride
+            # camera's sampled frames come one per sampling interval, 0.133 s for VideoMAE); and
+            # never the same frame due again (a paced file would wait on it forever).
+            self.next_due = next_window_due(self.next_due, end, self.stride)
         else:
             # The first window, or a live stream the worker fell behind on: start afresh here.
             self.next_due = end + self.stride
